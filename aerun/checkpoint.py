@@ -1,0 +1,86 @@
+"""Checkpoints: written atomically, loaded with `weights_only=True` only.
+
+A checkpoint rebuilds its run on its own: model, optimizer, scheduler and grad-scaler
+states, the position in training, every RNG state, and the resolved config as plain
+Python (no DictConfig, no pickled classes), so a weights-only load can read it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aerun import __version__
+from aerun.errors import UserError
+from aerun.io import atomic_path
+
+FORMAT = "aerun-checkpoint-v1"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    state = dict(state, format=FORMAT, aerun_version=__version__, torch_version=str(torch.__version__))
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint written by aerun; one-line UserError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes); it was not written by a finished save")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in str(exc) or "Unsupported" in str(exc):
+            raise UserError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                            f"data (a pickle that could run code); only aerun checkpoints are accepted") from None
+        raise UserError(f"checkpoint {path} is corrupt: {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise UserError(f"{path} is not an aerun checkpoint (no '{FORMAT}' marker); "
+                        f"pass a run directory written by 'aerun train'")
+    return state
+
+
+# ----------------------------------------------------------------------------- RNG state
+def capture_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    random.setstate(_plain_to_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state_to_plain(state):
+    version, internal, gauss = state
+    return {"version": version, "internal": list(internal), "gauss": gauss}
+
+
+def _plain_to_python_state(plain):
+    return plain["version"], tuple(plain["internal"]), plain["gauss"]

@@ -1,0 +1,366 @@
+"""`aerun <command> [hydra overrides...]`: the dispatcher and nothing else.
+
+It checks the overrides by composing the config once (fast: no torch import), turns
+every composition or validation problem into one line and exit status 2, picks a
+run directory no other run shares, and hands over to Hydra.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from aerun.errors import UserError
+
+PROG = "aerun"
+
+
+def _find_config_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"aerun's configs/ folder is missing (looked in {here} and {here.parent})")
+
+
+CONFIG_DIR = _find_config_dir()
+
+# command -> (module, one-line description, positional argument key or None)
+COMMANDS = {
+    "train": ("aerun.train", "train a model; writes checkpoints, metrics, TensorBoard logs, image grids", None),
+}
+# Flags Hydra takes that are followed by a value.
+_HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp",
+                      "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version", "--shell-completion", "-sc"}
+
+
+def register_command(name: str, module: str, description: str, positional: str | None = None) -> None:
+    COMMANDS[name] = (module, description, positional)
+
+
+def _register_landed_commands() -> None:
+    """Commands whose modules exist in this install (each lands with its own issue)."""
+    optional = {
+        "evaluate": ("aerun.evaluate", "test-set metrics of a run, against PCA, with probes and clustering", "run"),
+        "encode": ("aerun.encode", "latent codes (+ labels) of a split to codes.npz, and a latent-space plot", "run"),
+        "generate": ("aerun.generate", "new images from the prior (VAEs) or a density fitted to the codes", "run"),
+        "interpolate": ("aerun.interpolate", "decode along a path between two inputs' codes; manifold grids", "run"),
+        "summarize": ("aerun.summarize", "one table (summary.csv/.md) from a sweep's run directories", "dir"),
+        "finetune": ("aerun.finetune", "train a classifier on a run's encoder vs from scratch", "run"),
+    }
+    package_dir = Path(__file__).resolve().parent
+    for name, (module, description, positional) in optional.items():
+        if (package_dir / (module.split(".")[1] + ".py")).is_file() and (CONFIG_DIR / f"{name}.yaml").is_file():
+            register_command(name, module, description, positional)
+
+
+_register_landed_commands()
+
+
+# ----------------------------------------------------------------------------- help
+def _group_choices() -> dict[str, list[str]]:
+    groups = {}
+    for folder in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        groups[folder.name] = sorted(f.stem for f in folder.glob("*.yaml"))
+    return groups
+
+
+def usage() -> str:
+    lines = [f"usage: {PROG} <command> [key=value ...] [group=choice ...] [-m] [--cfg job]", "", "commands:"]
+    width = max(len(c) for c in COMMANDS)
+    for name, (_, description, positional) in COMMANDS.items():
+        arg = f" {positional}=<dir>" if positional else ""
+        lines.append(f"  {name:<{width}}  {description}{' (' + arg.strip() + ')' if arg else ''}")
+    lines += ["", "config groups (choose with group=choice):"]
+    for group, choices in _group_choices().items():
+        lines.append(f"  {group:<11} {', '.join(choices) if choices else '(none yet)'}")
+    lines += [
+        "",
+        "examples:",
+        f"  {PROG} train model=cnn_ae data.root=../shared/datasets",
+        f"  {PROG} train model=linear_ae model.latent_dim=2 data=fashion_mnist trainer.max_epochs=20",
+        f"  {PROG} train -m model.latent_dim=2,16,32 optim.lr=1e-3,3e-4     # a sweep",
+        f"  {PROG} train debug=smoke                                          # a tiny run",
+        f"  {PROG} train --cfg job                                            # print the composed config",
+        "",
+        f"'{PROG} <command> --help' shows Hydra's help with the full config of that command.",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- argv
+def split_args(args: list[str]) -> tuple[list[str], list[str], bool]:
+    """Separate Hydra's flags from key=value overrides; returns (flags, overrides, multirun)."""
+    flags, overrides, multirun = [], [], False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _HYDRA_BARE_FLAGS or arg in ("--help", "-h"):
+            flags.append(arg)
+            multirun |= arg in ("-m", "--multirun")
+        elif arg in _HYDRA_VALUE_FLAGS:
+            flags.append(arg)
+            if i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        elif arg.startswith("-") and "=" in arg and arg.split("=", 1)[0] in _HYDRA_VALUE_FLAGS:
+            flags.append(arg)
+        elif arg.startswith("-") and not re.match(r"^-?\d", arg) and not arg.startswith(("~", "+")):
+            raise UserError(f"unknown option '{arg}'; overrides are key=value, flags are -m, --cfg job, --help")
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags, overrides, multirun
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _has_override(overrides: list[str], key: str) -> bool:
+    return any(_override_key(o) == key for o in overrides)
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for o in reversed(overrides):
+        if "=" in o and _override_key(o) == key:
+            return o.split("=", 1)[1]
+    return None
+
+
+# ----------------------------------------------------------------------------- composition check
+def _flat_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys() if isinstance(node, DictConfig) else []:
+        full = f"{prefix}{key}"
+        keys.append(full)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            keys.extend(_flat_keys(child, full + "."))
+    return keys
+
+
+def _suggest(key: str, command: str, overrides: list[str]) -> str:
+    """'; did you mean X?' for a misspelt key or group, from the config composed without it."""
+    try:
+        cfg = _compose(command, [o for o in overrides if "." not in _override_key(o) and _override_key(o) != key])
+    except Exception:  # noqa: BLE001 - suggestions are best effort
+        return ""
+    candidates = _flat_keys(cfg) + list(_group_choices())
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def _compose(command: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from aerun.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=command):
+        return compose(config_name=command, overrides=overrides)
+
+
+def _first_line_of_cause(exc: BaseException) -> str:
+    """The most specific message in an exception chain, as one line."""
+    messages = []
+    while exc is not None:
+        text = str(exc).strip()
+        if text:
+            messages.append(text)
+        exc = exc.__cause__ or exc.__context__
+    for text in reversed(messages):
+        first = text.splitlines()[0].strip()
+        if first and not first.startswith(("Error merging override", "Error while", "Could not override")):
+            return first
+    return messages[0].splitlines()[0] if messages else "invalid configuration"
+
+
+def explain_composition_error(exc: BaseException, command: str, overrides: list[str]) -> str:
+    from hydra.errors import MissingConfigException
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException) or "Could not find" in text:
+        match = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        if match:
+            group, choice = match.groups()
+            options = _group_choices().get(group.split("/")[-1], [])
+            allowed = f"; choose one of {', '.join(options)}" if options else ""
+            return f"{group}={choice}: no such {group} config{allowed}"
+        match = re.search(r"Could not load '([^']+)'", text)
+        if match:
+            return f"no such config '{match.group(1)}'"
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is )?not in", text)
+    if match and ("not in struct" in text or "No match in config" in text or "not in" in text):
+        key = match.group(1)
+        full = re.search(r"full_key: (\S+)", text)
+        key = full.group(1) if full else key
+        return f"{key}: unknown key{_suggest(key, command, overrides)}"
+    if "Ambiguous value" in text:
+        return f"{_first_line_of_cause(exc)} (a comma-separated list is a sweep: add -m)"
+    full = re.search(r"full_key: (\S+)", text)
+    detail = _first_line_of_cause(exc)
+    if full:
+        value = _override_value(overrides, full.group(1))
+        shown = f"{full.group(1)}={value}" if value is not None else full.group(1)
+        return f"{shown}: {detail}"
+    return detail
+
+
+def check_config(command: str, overrides: list[str], multirun: bool, validate) -> None:
+    """Compose once per sweep value (first values elsewhere); raise UserError on a bad override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # noqa: BLE001 - hydra raises its own parse errors
+        raise UserError(f"cannot parse the overrides: {_first_line_of_cause(exc)}") from None
+    variants = [[]]
+    if multirun:
+        fixed, sweeps = [], []
+        for text, override in zip(overrides, parsed):
+            if override.is_sweep_override() and not override.is_hydra_override():
+                try:
+                    values = list(override.sweep_string_iterator())
+                except Exception:  # noqa: BLE001 - interval()/range sweeps for optimisers
+                    continue
+                sweeps.append((override.get_key_element(), values))
+            else:
+                fixed.append(text)
+        first = [f"{key}={values[0]}" for key, values in sweeps]
+        variants = [fixed + first]
+        for i, (key, values) in enumerate(sweeps):
+            for value in values[1:]:
+                variants.append(fixed + first[:i] + [f"{key}={value}"] + first[i + 1:])
+    else:
+        variants = [overrides]
+    for variant in variants:
+        variant = [o for o in variant if not _override_key(o).startswith("hydra")]
+        try:
+            cfg = _compose(command, variant)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every composition problem becomes one line
+            raise UserError(explain_composition_error(exc, command, variant)) from None
+        if validate is not None and not multirun:
+            validate(cfg)
+
+
+# ----------------------------------------------------------------------------- run dirs
+def claim_run_dir(base: str = "outputs", multirun: bool = False) -> str:
+    """A new directory that no other run can share: mkdir fails if another run took the name."""
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    parent = Path(base) / ("multirun" if multirun else "") / stamp
+    for attempt in range(1000):
+        path = parent if attempt == 0 else Path(f"{parent}-{attempt}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+            return str(path)
+        except FileExistsError:
+            continue
+    raise UserError(f"could not create a fresh run directory under {parent.parent}")
+
+
+def _command_module(command: str):
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        from aerun import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        match = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f"; did you mean '{match[0]}'?" if match else ""
+        _error(f"unknown command '{command}'{hint} Commands: {', '.join(COMMANDS)}")
+        return 2
+    try:
+        return _run_command(command, args)
+    except UserError as exc:
+        _error(str(exc))
+        return 2
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _run_command(command: str, args: list[str]) -> int:
+    module_name, _, positional = COMMANDS[command]
+    if positional and args and "=" not in args[0] and not args[0].startswith("-"):
+        args = [f"{positional}={args[0]}"] + args[1:]
+    flags, overrides, multirun = split_args(args)
+    wants_help = any(f in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for f in flags)
+    module = _command_module(command)
+    prepare = getattr(module, "prepare_overrides", None)
+    if prepare is not None:
+        overrides = prepare(overrides, multirun)
+    if not wants_help:
+        check_config(command, overrides, multirun, getattr(module, "validate", None))
+        if multirun and not _has_override(overrides, "hydra.sweep.dir"):
+            overrides.append(f"hydra.sweep.dir={claim_run_dir(multirun=True)}")
+        elif not multirun and not _has_override(overrides, "hydra.run.dir"):
+            overrides.append(f"hydra.run.dir={claim_run_dir()}")
+    return _launch_hydra(command, module, flags, overrides)
+
+
+def _launch_hydra(command: str, module, flags: list[str], overrides: list[str]) -> int:
+    import hydra
+
+    from aerun.config import register_configs
+
+    register_configs()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    result = {}
+
+    def task(cfg):
+        result["value"] = run_task(module, cfg)
+        return result["value"]
+
+    task.__module__ = "aerun"  # Hydra names the job (and its log file) after the function
+    task.__name__ = command
+    saved_argv = sys.argv
+    sys.argv = [f"{PROG} {command}", *flags, *overrides]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name=command, version_base="1.3")(task)()
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def run_task(module, cfg):
+    """One job: validate, run, and turn a UserError into one line (a failed job in a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return module.run(cfg)
+    except UserError as exc:
+        if not multirun:
+            _error(str(exc))
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        on_failure = getattr(module, "on_job_failure", None)
+        if on_failure is not None:
+            on_failure(cfg, exc)
+        _error(f"job {HydraConfig.get().job.num} failed: {exc}")
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Run directories: what `aerun train` leaves, and how other commands read it back.
+
+A run directory holds `config.yaml` (the resolved config), `last.pt` and `best.pt`,
+`metrics.json`, `status.json` and `tensorboard/`. Commands that read a run never
+write into it, except TensorBoard entries under its `tensorboard/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from aerun.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+LAST = "last.pt"
+BEST = "best.pt"
+METRICS = "metrics.json"
+STATUS = "status.json"
+TENSORBOARD = "tensorboard"
+
+
+def check_run_dir(path: str | os.PathLike | None, key: str = "run", need_checkpoint: str | None = BEST) -> Path:
+    """A run directory written by `aerun train`, or a one-line UserError saying what is wrong."""
+    if path is None or str(path) in ("", "None", "???"):
+        raise UserError(f"{key}: missing; pass the run directory of a training run, e.g. {key}=outputs/2026-01-01/12-00-00")
+    run = Path(str(path)).expanduser()
+    if not run.exists():
+        raise UserError(f"{key}={path}: no such directory")
+    if not run.is_dir():
+        raise UserError(f"{key}={path}: not a directory; pass the run directory that holds {CONFIG_FILE} and {BEST}")
+    if not (run / CONFIG_FILE).is_file():
+        raise UserError(f"{key}={path}: not an aerun run directory (no {CONFIG_FILE}); "
+                        f"pass a directory written by 'aerun train'")
+    if need_checkpoint is not None and not (run / need_checkpoint).is_file():
+        others = [name for name in (BEST, LAST) if (run / name).is_file()]
+        hint = f" (it has {', '.join(others)})" if others else " (the run saved no weights yet)"
+        raise UserError(f"{key}={path}: no {need_checkpoint} in this run directory{hint}")
+    return run
+
+
+def read_run_config(run: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(run / CONFIG_FILE), resolve=False)
+    except Exception as exc:  # noqa: BLE001 - any YAML problem is the user's file
+        raise UserError(f"{run / CONFIG_FILE} is not a readable config ({str(exc).splitlines()[0]})") from None
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_model(model_cfg: dict, input_shape):
+    """Instantiate the model class named by `_target_` with the config's arguments."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(dict(model_cfg), input_shape=tuple(input_shape), _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - a bad _target_ or argument is a config problem
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model: cannot build {model_cfg.get('_target_')}: {message}") from None
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: dict  # the run's resolved config, plain Python
+    model: object  # an aerun.models.Autoencoder in eval mode
+    checkpoint: dict
+    input_shape: tuple[int, int, int]
+
+    @property
+    def recon_loss(self) -> str:
+        return self.config.get("loss") or self.model.default_loss
+
+
+def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedRun:
+    """Rebuild a trained model from its run directory on `device` (CPU works for GPU runs)."""
+    from aerun.checkpoint import load_checkpoint
+
+    run = check_run_dir(path, key=key, need_checkpoint=which)
+    checkpoint = load_checkpoint(run / which, map_location=device)
+    config = checkpoint.get("config") or read_run_config(run)
+    input_shape = checkpoint.get("input_shape")
+    if input_shape is None:
+        raise UserError(f"{run / which} has no input_shape; it was not written by this version of aerun")
+    model = build_model(config["model"], input_shape)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{run / which} does not fit the model in {run / CONFIG_FILE} "
+                        f"({str(exc).strip().splitlines()[0]}); is it a checkpoint of another run?") from None
+    model.to(device).eval()
+    return LoadedRun(run, config, model, checkpoint, tuple(input_shape))

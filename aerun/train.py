@@ -1,0 +1,517 @@
+"""`aerun train`: `train(cfg, run_dir) -> metrics` as a plain function, and `run(cfg)`
+for Hydra, which returns the sweep objective.
+
+A run can die at any step and lose only the steps since its last checkpoint:
+`last.pt` holds everything needed to continue bit for bit (see `checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from aerun.config import to_plain, validate_train
+from aerun.errors import DivergenceError, UserError
+from aerun import runs
+
+log = logging.getLogger("aerun.train")
+
+# Options that may differ when a run is resumed: they change neither the model nor the data.
+RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.log_every_n_steps",
+                  "trainer.checkpoint_every_n_steps", "trainer.images_every_n_epochs", "trainer.num_threads",
+                  "trainer.device", "trainer.eval_batch_size", "optimized_metric"}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Called by the CLI before any work: ranges and combinations."""
+    validate_train(cfg)
+
+
+# ----------------------------------------------------------------------------- CLI hooks
+def prepare_overrides(overrides: list[str], multirun: bool) -> list[str]:
+    """`resume=<run dir>`: continue in that directory with its own overrides, then the user's."""
+    resume = None
+    for o in overrides:
+        if o.split("=", 1)[0].lstrip("+") == "resume":
+            resume = o.split("=", 1)[1] if "=" in o else None
+    if multirun or resume in (None, "", "null", "None"):
+        return overrides
+    run = runs.check_run_dir(resume, key="resume", need_checkpoint=runs.LAST)
+    saved = run / ".hydra" / "overrides.yaml"
+    previous = []
+    if saved.is_file():
+        previous = [o for o in OmegaConf.to_container(OmegaConf.load(saved))
+                    if not o.split("=", 1)[0].lstrip("+~").startswith(("hydra", "resume"))]
+    return previous + [o for o in overrides if not o.split("=", 1)[0].startswith("hydra.run.dir")] + \
+        [f"hydra.run.dir={run}"]
+
+
+def run(cfg: DictConfig):
+    """Hydra's task: train in Hydra's run directory, return the optimised metric."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    metrics = train(cfg, run_dir, overrides=overrides)
+    return metrics["objective"]["value"]
+
+
+def on_job_failure(cfg: DictConfig, exc: BaseException) -> None:
+    """A failed sweep job leaves a status file with its one-line reason."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    _write_status(run_dir, "failed", reason=" ".join(str(exc).split()),
+                  overrides=list(HydraConfig.get().overrides.task))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _write_status(run_dir: Path, status: str, **extra) -> None:
+    from aerun.io import write_json
+
+    previous = runs.read_json(run_dir / runs.STATUS) or {}
+    previous.update(extra, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(run_dir / runs.STATUS, previous)
+
+
+class RunLock:
+    """One process per run directory: a second `aerun train` on it is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise UserError(f"run directory {self.path.parent} is in use by another aerun process "
+                                    f"(pid {pid}); wait for it or choose another directory") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise UserError(f"could not lock run directory {self.path.parent}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict, new: dict, allowed=RESUMABLE_KEYS) -> list[str]:
+    """Keys whose values differ between two plain configs, ignoring `allowed` ones."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k} ({a.get(k, '<unset>')} -> {b.get(k, '<unset>')})" for k in sorted(set(a) | set(b))
+            if k not in allowed and not k.startswith(("experiment", "debug", "hparams_search"))
+            and a.get(k) != b.get(k)]
+
+
+class SignalStop:
+    """SIGTERM/SIGINT ask the loop to stop after the current step; a second SIGINT stops at once."""
+
+    EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in self.EXIT_CODES:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a launcher's worker): no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            # Second signal: stop now. Checkpoints are written atomically, so what is on disk is whole.
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("received %s: finishing the current step and writing a checkpoint "
+                    "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda: no CUDA device is available here; use trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def build_optimizer(params, optim: dict):
+    import torch
+
+    name = optim["name"]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    return torch.optim.SGD(params, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"])
+
+
+def build_scheduler(optimizer, optim: dict, max_epochs: int, steps_per_epoch: int):
+    """(scheduler, steps per optimizer step?): cosine anneals per step, step decays per epoch."""
+    import torch
+
+    if optim["scheduler"] == "cosine":
+        total = max(1, max_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=optim["min_lr"]), True
+    if optim["scheduler"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim["step_size_epochs"], gamma=optim["gamma"]), False
+    return None, False
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _image_rows(*rows):
+    import torch
+
+    return torch.cat([r.float().cpu().clamp(0, 1) for r in rows])
+
+
+# ----------------------------------------------------------------------------- the run
+def train(cfg: DictConfig, run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict:
+    """Train as `cfg` says, writing everything into `run_dir`; returns the metrics dict."""
+    validate_train(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        _write_status(run_dir, "running", overrides=overrides or [], pid=os.getpid())
+        try:
+            metrics = _train(cfg, run_dir)
+        except KeyboardInterrupt:
+            _write_status(run_dir, "interrupted", reason="stopped at once by a second signal")
+            raise
+        except SystemExit as exc:
+            _write_status(run_dir, "interrupted", reason=f"stopped by a signal (exit {exc.code})")
+            raise
+        except UserError as exc:
+            _write_status(run_dir, "failed", reason=" ".join(str(exc).split()))
+            raise
+        _write_status(run_dir, "ok", objective=metrics["objective"])
+        return metrics
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    import torch
+
+    from aerun.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+    from aerun.data import load_dataset
+    from aerun.engine import (EpochAccumulator, StepConfig, epoch_permutation, evaluate, noise_generator,
+                              num_batches, to_float, train_one_epoch)
+    from aerun.io import write_json, write_text
+
+    started = time.time()
+    plain = to_plain(cfg)
+    t, d, o = plain["trainer"], plain["data"], plain["optim"]
+    if t["num_threads"] > 0:
+        torch.set_num_threads(t["num_threads"])
+    _seed_everything(plain["seed"], t["deterministic"])
+    device = resolve_device(t["device"])
+
+    resume_state = None
+    if plain.get("resume"):
+        resume_dir = runs.check_run_dir(plain["resume"], key="resume", need_checkpoint=runs.LAST)
+        if resume_dir.resolve() != run_dir.resolve():
+            raise UserError(f"resume={plain['resume']}: resuming writes into that run directory; "
+                            f"do not also set hydra.run.dir")
+        resume_state = load_checkpoint(run_dir / runs.LAST, map_location="cpu")
+        changed = config_differences(resume_state["config"], plain)
+        if changed:
+            raise UserError(f"resume: the config differs from the run's in {', '.join(changed)}; only "
+                            f"trainer.max_epochs and logging options may change on resume")
+
+    dataset = load_dataset(d["name"], d["root"], download=d["download"], val_size=d["val_size"],
+                           seed=plain["seed"], max_train_samples=d["max_train_samples"],
+                           max_test_samples=d["max_test_samples"]).to(device)
+    if len(dataset.val) == 0:
+        log.warning("data.val_size=0: no validation split; best.pt follows the training loss")
+    model = runs.build_model(plain["model"], dataset.image_shape).to(device)
+    if t["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    recon_loss = plain["loss"] or model.default_loss
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %s parameters; data %s %s: %d train / %d val / %d test; device %s; run dir %s",
+             type(model).__name__, f"{n_params:,}", d["name"], "x".join(map(str, dataset.image_shape)),
+             len(dataset.train), len(dataset.val), len(dataset.test), device, run_dir)
+
+    forward = torch.compile(model) if t["compile"] else model
+    optimizer = build_optimizer(model.parameters(), o)
+    steps_per_epoch = num_batches(len(dataset.train), t["batch_size"])
+    scheduler, scheduler_per_step = build_scheduler(optimizer, o, t["max_epochs"], steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=t["precision"] == "16-mixed")
+    step_cfg = StepConfig(batch_size=t["batch_size"], recon_loss=recon_loss, precision=t["precision"],
+                          grad_clip=t["grad_clip"], l1_weight=o["l1_weight"], noise_kind=d["noise"]["kind"],
+                          noise_level=d["noise"]["level"], channels_last=t["channels_last"])
+    eval_kwargs = dict(batch_size=t["eval_batch_size"], recon_loss=recon_loss, precision=t["precision"],
+                       noise_kind=d["noise"]["kind"], noise_level=d["noise"]["level"], seed=plain["seed"],
+                       channels_last=t["channels_last"])
+
+    epoch, start_batch, global_step = 0, 0, 0
+    best_val, best_epoch, last_finite_loss, history = math.inf, -1, None, []
+    accumulator_state, noise_state = None, None
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        if scheduler is not None and resume_state.get("scheduler"):
+            scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        epoch, start_batch, global_step = resume_state["epoch"], resume_state["batch_in_epoch"], resume_state["global_step"]
+        best_val, best_epoch = resume_state["best_val"], resume_state["best_epoch"]
+        last_finite_loss, history = resume_state.get("last_finite_loss"), list(resume_state.get("history", []))
+        accumulator_state, noise_state = resume_state.get("accumulator"), resume_state.get("noise_rng")
+        restore_rng_state(resume_state["rng"])
+        log.info("resuming from %s at epoch %d, step %d", run_dir / runs.LAST, epoch + 1, global_step)
+    write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD), purge_step=global_step if resume_state else None)
+    preview = dataset.val.images[:8] if len(dataset.val) else dataset.test.images[:8]
+
+    def checkpoint_state(next_epoch: int, next_batch: int, accumulator, noise) -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(), "epoch": next_epoch, "batch_in_epoch": next_batch,
+            "global_step": global_step_box[0], "best_val": best_val, "best_epoch": best_epoch,
+            "last_finite_loss": last_finite_loss, "history": history, "config": plain,
+            "input_shape": list(dataset.image_shape), "params": n_params,
+            "accumulator": accumulator.state_dict() if accumulator is not None else None,
+            "noise_rng": noise.get_state() if noise is not None else None,
+            "rng": capture_rng_state(),
+        }
+
+    def check_finite(accumulator: EpochAccumulator) -> None:
+        bad = accumulator.nonfinite()
+        if bad is not None:
+            step, terms = bad
+            last = f"{last_finite_loss:.6g}" if last_finite_loss is not None else "none yet"
+            raise DivergenceError(
+                f"training diverged: non-finite {', '.join(terms)} at step {step} (epoch {epoch + 1}); last finite "
+                f"loss {last}; {run_dir / runs.LAST} keeps the last good weights. Try a lower optim.lr "
+                f"(now {o['lr']:g}) or trainer.grad_clip=1.0")
+
+    global_step_box = [global_step]
+    train_started = time.time()
+    images_trained = 0
+    tty = sys.stderr.isatty() and t["progress"]
+    with SignalStop() as stop:
+        while epoch < t["max_epochs"]:
+            perm = epoch_permutation(len(dataset.train), plain["seed"], epoch, device)
+            noise = noise_generator(device, plain["seed"], epoch) if d["noise"]["kind"] != "none" else None
+            accumulator = EpochAccumulator(device)
+            if start_batch > 0 and accumulator_state is not None:
+                accumulator.load_state_dict(accumulator_state)
+                if noise is not None and noise_state is not None:
+                    noise.set_state(noise_state)
+            bar = None
+            if tty:
+                from tqdm import tqdm
+
+                bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{t['max_epochs']}",
+                           leave=False, dynamic_ncols=True)
+            last_logged = {"images": accumulator.images}
+
+            def kl_scale(batch_index: int) -> float:
+                progress = epoch + batch_index / steps_per_epoch
+                return model.kl_scale_at(progress) if model.is_variational else 1.0
+
+            def after_step(batch_index: int, step: int) -> bool:
+                nonlocal last_finite_loss
+                global_step_box[0] = step
+                if bar is not None:
+                    bar.update(1)
+                if step % t["log_every_n_steps"] == 0:
+                    check_finite(accumulator)
+                    means = accumulator.means()
+                    last_finite_loss = means["loss"]
+                    for name, value in means.items():
+                        if not isinstance(value, list):
+                            writer.add_scalar(f"train/{name}_running", value, step)
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['loss']:.4g}")
+                every = t["checkpoint_every_n_steps"]
+                if stop.received is not None or (every and step % every == 0):
+                    check_finite(accumulator)
+                    save_checkpoint(run_dir / runs.LAST, checkpoint_state(epoch, batch_index + 1, accumulator, noise))
+                    if stop.received is not None:
+                        return True
+                return False
+
+            global_step, stopped = train_one_epoch(
+                model, forward, optimizer, scaler, dataset.train.images, perm, step_cfg,
+                accumulator=accumulator, start_batch=start_batch, global_step=global_step, noise=noise,
+                kl_scale=kl_scale, step_scheduler=scheduler.step if scheduler_per_step else None,
+                after_step=after_step)
+            if bar is not None:
+                bar.close()
+            images_trained += accumulator.images - last_logged["images"]
+            if stopped:
+                code = SignalStop.EXIT_CODES[stop.received]
+                log.warning("stopped by %s at epoch %d, step %d; checkpoint written. Resume with:\n"
+                            "  aerun train resume=%s", signal.Signals(stop.received).name, epoch + 1,
+                            global_step, run_dir)
+                writer.close()
+                raise SystemExit(code)
+            check_finite(accumulator)
+            train_means = accumulator.means()
+            last_finite_loss = train_means.get("loss", last_finite_loss)
+            if scheduler is not None and not scheduler_per_step:
+                scheduler.step()
+
+            val = evaluate(model, dataset.val.images, **eval_kwargs) if len(dataset.val) else {}
+            score = val.get("loss", train_means.get("loss", math.inf))
+            for name, value in train_means.items():
+                if not isinstance(value, list):
+                    writer.add_scalar(f"train/{name}", value, global_step)
+            for name, value in val.items():
+                if not isinstance(value, list):
+                    writer.add_scalar(f"val/{name}", value, global_step)
+            if "kl_per_dim" in val:
+                for i, value in enumerate(val["kl_per_dim"]):
+                    writer.add_scalar(f"val_kl_per_dim/{i:03d}", value, global_step)
+                if model.is_variational and sum(val["kl_per_dim"]) < 0.01 * len(val["kl_per_dim"]):
+                    log.warning("the KL term is collapsing towards 0 (%.4f nats): the decoder ignores the code; "
+                                "try a smaller model.beta or model.kl_warmup_epochs", sum(val["kl_per_dim"]))
+            writer.add_scalar("train/epoch", epoch + 1, global_step)
+            if t["images_every_n_epochs"] and (epoch + 1) % t["images_every_n_epochs"] == 0:
+                with torch.no_grad():
+                    model.eval()
+                    x = to_float(preview)
+                    writer.add_images("images/reconstruction", _image_rows(x, model.reconstruct(x)), global_step)
+            improved = score < best_val
+            if improved:
+                best_val, best_epoch = score, epoch + 1
+            history.append({"epoch": epoch + 1, "step": global_step,
+                            "train_loss": train_means.get("loss"), "val_loss": val.get("loss"),
+                            "val_mse": val.get("mse")})
+            epoch += 1
+            start_batch = 0
+            accumulator_state = noise_state = None
+            state = checkpoint_state(epoch, 0, None, None)
+            if improved:
+                save_checkpoint(run_dir / runs.BEST, state)
+            save_checkpoint(run_dir / runs.LAST, state)
+            val_text = f"val loss {val['loss']:.4f} mse {val['mse']:.5f}" if val else "no val split"
+            log.info("epoch %d/%d  step %d  train loss %.4f  %s%s", epoch, t["max_epochs"], global_step,
+                     train_means.get("loss", math.nan), val_text, "  (best)" if improved else "")
+    train_time = time.time() - train_started
+
+    # Final metrics with the best weights.
+    if (run_dir / runs.BEST).is_file():
+        model.load_state_dict(load_checkpoint(run_dir / runs.BEST, map_location=device)["model"])
+    test = evaluate(model, dataset.test.images, **eval_kwargs)
+    train_eval = evaluate(model, dataset.train.images, **eval_kwargs)
+    val = evaluate(model, dataset.val.images, **eval_kwargs) if len(dataset.val) else {}
+    objective_name = plain["optimized_metric"]
+    if objective_name == "auto":
+        objective_name = "val/loss" if val else "test/loss"
+    split, _, metric = objective_name.partition("/")
+    source = {"val": val, "test": test}[split]
+    if metric not in source:
+        raise UserError(f"optimized_metric={objective_name}: no such metric; {split} has {', '.join(sorted(source))}")
+    metrics = {
+        "train": train_eval, "val": val, "test": test,
+        "objective": {"name": objective_name, "value": source[metric]},
+        "best_epoch": best_epoch, "epochs": epoch, "steps": global_step, "params": n_params,
+        "model": type(model).__name__, "data": d["name"], "recon_loss": recon_loss,
+        "train_time_s": round(train_time, 3), "wall_time_s": round(time.time() - started, 3),
+        "images_per_s": round(images_trained / train_time, 1) if train_time > 0 and images_trained else None,
+        "device": str(device), "precision": t["precision"],
+    }
+    write_json(run_dir / runs.METRICS, metrics)
+    _write_figures(model, dataset, run_dir, d["noise"], plain["seed"])
+    _write_hparams(writer, plain, metrics)
+    writer.close()
+    log.info("test: mse %.5f per pixel, psnr %.2f dB%s; metrics in %s", test["mse"], test["psnr"],
+             f", elbo {test['elbo']:.2f} nats" if "elbo" in test else "", run_dir / runs.METRICS)
+    return metrics
+
+
+def _write_figures(model, dataset, run_dir: Path, noise: dict, seed: int) -> None:
+    """reconstructions.png (test inputs above reconstructions); denoising.png for noisy runs."""
+    import torch
+
+    from aerun.data import apply_noise
+    from aerun.engine import to_float
+    from aerun.io import save_image_grid
+
+    model.eval()
+    with torch.no_grad():
+        clean = to_float(dataset.test.images[:16])
+        save_image_grid(_image_rows(clean, model.reconstruct(clean)), run_dir / "reconstructions.png", nrow=16)
+        if noise["kind"] != "none":
+            generator = torch.Generator(device=clean.device).manual_seed(seed)
+            noisy = apply_noise(clean, noise["kind"], noise["level"], generator)
+            save_image_grid(_image_rows(noisy, model.reconstruct(noisy), clean), run_dir / "denoising.png", nrow=16)
+
+
+def _write_hparams(writer, plain: dict, metrics: dict) -> None:
+    """Hyper-parameters and final metrics into the run's own event file (not a new TensorBoard run)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    hparam_dict = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                   for k, v in _flatten({k: plain[k] for k in ("model", "data", "optim", "trainer", "seed", "loss")}).items()}
+    metric_dict = {f"hparam/{split}_{name}": value for split in ("val", "test")
+                   for name, value in metrics[split].items() if isinstance(value, float)}
+    experiment, session_start, session_end = hparams(hparam_dict, metric_dict)
+    writer.file_writer.add_summary(experiment)
+    writer.file_writer.add_summary(session_start)
+    writer.file_writer.add_summary(session_end)
+    for name, value in metric_dict.items():
+        writer.add_scalar(name, value, metrics["steps"])
