@@ -16,7 +16,7 @@ import torch
 from aerun.data import DATASET_NAMES, ImageDataset, Split, apply_noise, load_dataset
 from aerun.errors import UserError
 
-try:  # tests/ as a package (rootdir on sys.path) or as a plain folder (pytest's prepend mode)
+try:  # tests/ as a package (rootdir on sys.path) or as a plain folder
     from tests.datasets_fixture import cifar_arrays, make_cifar10, make_mnist_like, mnist_like_arrays
 except ImportError:
     from datasets_fixture import cifar_arrays, make_cifar10, make_mnist_like, mnist_like_arrays
