@@ -169,50 +169,83 @@ def _compose(command: str, overrides: list[str]):
         return compose(config_name=command, overrides=overrides)
 
 
-def _first_line_of_cause(exc: BaseException) -> str:
-    """The most specific message in an exception chain, as one line."""
-    messages = []
-    while exc is not None:
-        text = str(exc).strip()
-        if text:
-            messages.append(text)
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    for text in reversed(messages):
-        first = text.splitlines()[0].strip()
-        if first and not first.startswith(("Error merging override", "Error while", "Could not override")):
-            return first
-    return messages[0].splitlines()[0] if messages else "invalid configuration"
+    return chain
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _siblings(key: str, command: str, overrides: list[str]) -> str:
+    """'; did you mean X?' or the keys that exist beside an unknown one."""
+    hint = _suggest(key, command, overrides)
+    if hint or "." not in key:
+        return hint
+    parent = key.rsplit(".", 1)[0]
+    try:
+        cfg = _compose(command, [o for o in overrides if "." not in _override_key(o)])
+        node = cfg
+        for part in parent.split("."):
+            node = node[part]
+        return f"; {parent} has: {', '.join(str(k) for k in node.keys())}"
+    except Exception:  # noqa: BLE001 - best effort
+        return ""
 
 
 def explain_composition_error(exc: BaseException, command: str, overrides: list[str]) -> str:
-    from hydra.errors import MissingConfigException
-
-    text = str(exc)
-    if isinstance(exc, MissingConfigException) or "Could not find" in text:
-        match = re.search(r"Could not find '([^']+)/([^']+)'", text)
-        if match:
-            group, choice = match.groups()
-            options = _group_choices().get(group.split("/")[-1], [])
-            allowed = f"; choose one of {', '.join(options)}" if options else ""
-            return f"{group}={choice}: no such {group} config{allowed}"
-        match = re.search(r"Could not load '([^']+)'", text)
-        if match:
-            return f"no such config '{match.group(1)}'"
-    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is )?not in", text)
-    if match and ("not in struct" in text or "No match in config" in text or "not in" in text):
-        key = match.group(1)
-        full = re.search(r"full_key: (\S+)", text)
-        key = full.group(1) if full else key
-        return f"{key}: unknown key{_suggest(key, command, overrides)}"
+    """One line that names the override, what is wrong, and what is allowed."""
+    chain = _exception_chain(exc)
+    text = "\n".join(str(e) for e in chain)
+    match = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if match:
+        group, choice = match.groups()
+        options = _group_choices().get(group.split("/")[-1], [])
+        allowed = f"; choose one of {', '.join(options)}" if options else ""
+        return f"{group}={choice}: no such {group} config{allowed}"
+    match = re.search(r"Could not load '([^']+)'", text)
+    if match:
+        return f"no such config '{match.group(1)}'"
     if "Ambiguous value" in text:
-        return f"{_first_line_of_cause(exc)} (a comma-separated list is a sweep: add -m)"
-    full = re.search(r"full_key: (\S+)", text)
-    detail = _first_line_of_cause(exc)
-    if full:
-        value = _override_value(overrides, full.group(1))
-        shown = f"{full.group(1)}={value}" if value is not None else full.group(1)
-        return f"{shown}: {detail}"
-    return detail
+        return f"{_first_line(chain[0])} (a comma-separated list is a sweep: add -m)"
+    for error in chain:
+        full = re.search(r"full_key: (\S+)", str(error))
+        if not full:
+            continue
+        key, detail = full.group(1), _first_line(error)
+        if re.match(r"Key '[^']+' (is )?not in", detail):
+            return f"{key}: unknown key{_siblings(key, command, overrides)}"
+        detail = re.sub(r" of type '\w+'", "", detail)
+        value = _override_value(overrides, key)
+        return f"{key}={value}: {detail}" if value is not None else f"{key}: {detail}"
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match:
+        key = match.group(1)
+        return f"{key}: unknown key{_siblings(key, command, overrides)}"
+    return _first_line(chain[-1])
+
+
+# Hydra plugins behind hydra/<group>=<choice>, and the aerun extra that installs each.
+PLUGIN_EXTRAS = {"joblib": "parallel", "submitit_local": "slurm", "submitit_slurm": "slurm", "optuna": "optuna"}
+
+
+def _missing_plugin(exc: BaseException) -> str | None:
+    """'hydra/launcher=joblib: ... pip install aerun[parallel]' when a plugin's config is missing."""
+    text = "\n".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+    match = re.search(r"Could not find '(hydra/(?:launcher|sweeper))/([^']+)'", text)
+    if not match:
+        return None
+    group, choice = match.groups()
+    options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+    extra = PLUGIN_EXTRAS.get(choice)
+    hint = f"; install it with: pip install 'aerun[{extra}]'" if extra else ""
+    known = f" (installed: {', '.join(options)})" if options else ""
+    return f"{group}={choice}: no such Hydra plugin config{known}{hint}"
 
 
 def check_config(command: str, overrides: list[str], multirun: bool, validate) -> None:
@@ -222,7 +255,7 @@ def check_config(command: str, overrides: list[str], multirun: bool, validate) -
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # noqa: BLE001 - hydra raises its own parse errors
-        raise UserError(f"cannot parse the overrides: {_first_line_of_cause(exc)}") from None
+        raise UserError(f"cannot parse the overrides: {_first_line(exc)} (write key=value)") from None
     variants = [[]]
     if multirun:
         fixed, sweeps = [], []
@@ -243,13 +276,14 @@ def check_config(command: str, overrides: list[str], multirun: bool, validate) -
     else:
         variants = [overrides]
     for variant in variants:
-        variant = [o for o in variant if not _override_key(o).startswith("hydra")]
+        # hydra.* settings are Hydra's to check; hydra/<group> choices (launcher, sweeper) compose here
+        variant = [o for o in variant if not _override_key(o).startswith(("hydra.", "hydra="))]
         try:
             cfg = _compose(command, variant)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - every composition problem becomes one line
-            raise UserError(explain_composition_error(exc, command, variant)) from None
+            raise UserError(_missing_plugin(exc) or explain_composition_error(exc, command, variant)) from None
         if validate is not None and not multirun:
             validate(cfg)
 
@@ -306,6 +340,8 @@ def _run_command(command: str, args: list[str]) -> int:
     if positional and args and "=" not in args[0] and not args[0].startswith("-"):
         args = [f"{positional}={args[0]}"] + args[1:]
     flags, overrides, multirun = split_args(args)
+    if not multirun and _override_value(overrides, "hparams_search") not in (None, "null"):
+        flags, multirun = [*flags, "-m"], True  # a search (hparams_search=optuna) is always a sweep
     wants_help = any(f in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for f in flags)
     module = _command_module(command)
     prepare = getattr(module, "prepare_overrides", None)

@@ -186,6 +186,7 @@ class TrainerConfig:
     progress: bool = True
     images_every_n_epochs: int = 1
     strategy: Strategy = Strategy.single
+    kill_at_step: int = 0  # testing crash recovery: SIGKILL this process right after step N (0 = never)
 
 
 @dataclass
@@ -221,6 +222,11 @@ def register_configs() -> None:
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="optim", name="base_optim", node=OptimConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    cs.store(name="base_evaluate", node=EvaluateConfig)
+    cs.store(name="base_encode", node=EncodeConfig)
+    cs.store(name="base_generate", node=GenerateConfig)
+    cs.store(name="base_interpolate", node=InterpolateConfig)
+    cs.store(name="base_summarize", node=SummarizeConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -273,6 +279,7 @@ def validate_train(cfg: DictConfig) -> None:
            f"must be >= 0 (0 = at epoch ends only), got {t.checkpoint_every_n_steps}")
     _check(t.images_every_n_epochs >= 0, "trainer.images_every_n_epochs", f"must be >= 0, got {t.images_every_n_epochs}")
     _check(t.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0 (0 = off), got {t.grad_clip}")
+    _check(t.kill_at_step >= 0, "trainer.kill_at_step", f"must be >= 0 (0 = never), got {t.kill_at_step}")
     _check(t.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {t.num_threads}")
     _check(t.precision in PRECISIONS, "trainer.precision",
            f"got '{t.precision}'; choose one of {', '.join(PRECISIONS)}")
@@ -296,3 +303,146 @@ def validate_train(cfg: DictConfig) -> None:
 def to_plain(cfg: DictConfig) -> dict:
     """A resolved config as plain Python (str enums), safe to store in a weights-only checkpoint."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateDataConfig:
+    root: Optional[str] = None  # null: the trained run's data.root
+
+
+@dataclass
+class EvaluateOptions:
+    iw_samples: int = 1000  # importance samples per test image for the VAE's NLL bound
+    iw_chunk: int = 50_000  # at most this many decoded samples (images x importance samples) at once
+    max_test_samples: Optional[int] = None  # null: the run's whole test split
+    probe_max_train: Optional[int] = 10_000  # training codes for the linear probe; null: all
+    kmeans_n_init: int = 4
+    sparsity_threshold: float = 0.01  # |code| below this counts as zero
+
+
+@dataclass
+class EvaluateConfig:
+    run: Optional[str] = None  # the run directory of `aerun train`
+    seed: int = 0
+    device: Device = Device.auto
+    batch_size: int = 1000
+    data: EvaluateDataConfig = field(default_factory=EvaluateDataConfig)
+    evaluate: EvaluateOptions = field(default_factory=EvaluateOptions)
+
+
+# ----------------------------------------------------------------------------- encode / generate / interpolate
+class SplitName(Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Projection(Enum):
+    pca = "pca"
+    tsne = "tsne"
+
+
+class SamplerName(Enum):
+    auto = "auto"  # prior for VAEs, gmm otherwise
+    prior = "prior"
+    normal = "normal"
+    uniform = "uniform"
+    gmm = "gmm"
+
+
+class InterpolationMethod(Enum):
+    linear = "linear"
+    slerp = "slerp"
+
+
+class InterpolationMode(Enum):
+    pair = "pair"
+    manifold = "manifold"
+
+
+@dataclass
+class LatentDataConfig:
+    root: Optional[str] = None  # null: the trained run's data.root
+
+
+@dataclass
+class EncodeOptions:
+    projection: Projection = Projection.pca  # how latent.png shows codes of more than 2 dimensions
+    plot_max_points: int = 10_000  # at most this many codes in latent.png (a seeded subset)
+    embedding: bool = True  # add a TensorBoard projector entry under the run's tensorboard/
+    embedding_max_points: int = 2000  # at most this many codes (with thumbnails) in that entry
+
+
+@dataclass
+class EncodeConfig:
+    run: Optional[str] = None  # the run directory of `aerun train`
+    split: SplitName = SplitName.test
+    seed: int = 0
+    device: Device = Device.auto
+    batch_size: int = 1000
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+
+@dataclass
+class GenerateOptions:
+    components: int = 10  # sampler=gmm: Gaussian mixture components
+    nrow: Optional[int] = None  # images per row of samples.png; null: a square grid
+
+
+@dataclass
+class GenerateConfig:
+    run: Optional[str] = None
+    n: int = 64
+    sampler: SamplerName = SamplerName.auto
+    seed: int = 0
+    device: Device = Device.auto
+    batch_size: int = 1000
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    generate: GenerateOptions = field(default_factory=GenerateOptions)
+
+
+@dataclass
+class InterpolateOptions:
+    grid: int = 20  # mode=manifold: grid x grid decoded images
+    quantile: float = 0.05  # mode=manifold, VAEs: the grid spans prior quantiles [q, 1 - q]
+
+
+@dataclass
+class InterpolateConfig:
+    run: Optional[str] = None
+    split: SplitName = SplitName.test  # where from_/to_index and from_/to_class pick images
+    from_index: Optional[int] = None  # null (and no from_class): image 0
+    to_index: Optional[int] = None  # null (and no to_class): image 1
+    from_class: Optional[str] = None  # a class name (MNIST: 0..9) or number: its first image in the split
+    to_class: Optional[str] = None
+    steps: int = 10
+    method: InterpolationMethod = InterpolationMethod.linear
+    mode: InterpolationMode = InterpolationMode.pair
+    seed: int = 0
+    device: Device = Device.auto
+    batch_size: int = 1000
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    interpolate: InterpolateOptions = field(default_factory=InterpolateOptions)
+
+
+# ----------------------------------------------------------------------------- summarize
+class ObjectiveDirection(Enum):
+    auto = "auto"  # maximize psnr/elbo objectives, minimize everything else
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+@dataclass
+class SummarizeOptions:
+    sort_by: str = "objective"  # a column: objective (best first), job, status, an override key, val/mse, ...
+    descending: bool = False
+    metrics: Optional[List[str]] = None  # null: val/loss, val/mse, test/loss, test/mse, test/psnr (+ elbo, kl)
+    direction: ObjectiveDirection = ObjectiveDirection.auto
+
+
+@dataclass
+class SummarizeConfig:
+    dir: Optional[str] = None  # the sweep directory (aerun summarize <dir>)
+    summarize: SummarizeOptions = field(default_factory=SummarizeOptions)

@@ -202,7 +202,7 @@ def _download(torchvision_class: str, display: str, root: Path) -> None:
 
 
 def _missing_hint(download: bool) -> str:
-    return "the download did not leave them there" if download else "put the files there or set data.download=true"
+    return "the download did not leave them there" if download else "put the files there, point data.root at the folder that holds them, or set data.download=true"
 
 
 # --- MNIST and FashionMNIST (IDX files) -------------------------------------------------

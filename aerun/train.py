@@ -26,7 +26,7 @@ log = logging.getLogger("aerun.train")
 # Options that may differ when a run is resumed: they change neither the model nor the data.
 RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.log_every_n_steps",
                   "trainer.checkpoint_every_n_steps", "trainer.images_every_n_epochs", "trainer.num_threads",
-                  "trainer.device", "trainer.eval_batch_size", "optimized_metric"}
+                  "trainer.device", "trainer.eval_batch_size", "trainer.kill_at_step", "optimized_metric"}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -345,6 +345,20 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 f"loss {last}; {run_dir / runs.LAST} keeps the last good weights. Try a lower optim.lr "
                 f"(now {o['lr']:g}) or trainer.grad_clip=1.0")
 
+    def check_weights_finite() -> None:
+        """Never let NaN weights replace a good checkpoint (one device read, at save time only)."""
+        finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+        if not bool(finite):
+            last = f"{last_finite_loss:.6g}" if last_finite_loss is not None else "none yet"
+            raise DivergenceError(
+                f"training diverged: the weights became non-finite by step {global_step_box[0]} (epoch {epoch + 1}); "
+                f"last finite loss {last}; {run_dir / runs.LAST} keeps the last good weights. Try a lower optim.lr "
+                f"(now {o['lr']:g}) or trainer.grad_clip=1.0")
+
+    def save(path: Path, state: dict) -> None:
+        check_weights_finite()
+        save_checkpoint(path, state)
+
     global_step_box = [global_step]
     train_started = time.time()
     images_trained = 0
@@ -388,9 +402,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 every = t["checkpoint_every_n_steps"]
                 if stop.received is not None or (every and step % every == 0):
                     check_finite(accumulator)
-                    save_checkpoint(run_dir / runs.LAST, checkpoint_state(epoch, batch_index + 1, accumulator, noise))
+                    save(run_dir / runs.LAST, checkpoint_state(epoch, batch_index + 1, accumulator, noise))
                     if stop.received is not None:
                         return True
+                if step == t["kill_at_step"]:
+                    os.kill(os.getpid(), signal.SIGKILL)  # a simulated crash, for testing recovery
                 return False
 
             global_step, stopped = train_one_epoch(
@@ -445,8 +461,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             accumulator_state = noise_state = None
             state = checkpoint_state(epoch, 0, None, None)
             if improved:
-                save_checkpoint(run_dir / runs.BEST, state)
-            save_checkpoint(run_dir / runs.LAST, state)
+                save(run_dir / runs.BEST, state)
+            save(run_dir / runs.LAST, state)
             val_text = f"val loss {val['loss']:.4f} mse {val['mse']:.5f}" if val else "no val split"
             log.info("epoch %d/%d  step %d  train loss %.4f  %s%s", epoch, t["max_epochs"], global_step,
                      train_means.get("loss", math.nan), val_text, "  (best)" if improved else "")

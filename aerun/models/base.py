@@ -80,8 +80,15 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
     def sparsity_activations(self, z: torch.Tensor) -> torch.Tensor:
-        """Code activations in (0, 1) for the KL sparsity penalty (a sigmoid unless already bounded)."""
-        return z if getattr(self, "latent_activation", "") == "sigmoid" else torch.sigmoid(z)
+        """Code activations in [0, 1) for the KL sparsity penalty: sigmoid codes as they are,
+        ReLU codes through tanh (0 stays 0; a sigmoid would map every ReLU code to >= 0.5, out of
+        reach of any rho < 0.5), any other code through a sigmoid."""
+        kind = getattr(self, "latent_activation", "")
+        if kind == "sigmoid":
+            return z
+        if kind == "relu":
+            return torch.tanh(z)
+        return torch.sigmoid(z)
 
     def objective(self, out: dict[str, torch.Tensor], target: torch.Tensor, recon_loss: str,
                   kl_scale: float = 1.0) -> dict[str, torch.Tensor]:

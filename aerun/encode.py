@@ -1,0 +1,75 @@
+"""`aerun encode run=<dir> split=test`: the latent codes of one split of the run's data.
+
+Writes, into this command's own run directory:
+- codes.npz: `codes` [N, latent_dim] (the mean code for VAEs), `labels` [N], and for VAEs
+  `mu` and `logvar` [N, latent_dim];
+- latent.png: the codes coloured by class, with a legend (above 2 dimensions, a PCA or
+  t-SNE projection: encode.projection);
+and one TensorBoard embedding-projector entry (codes, class names, thumbnails) under the
+trained run's tensorboard/, so `tensorboard --logdir <run>/tensorboard` shows it beside
+the training curves. Nothing else in the run directory changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from aerun import latent
+from aerun.errors import UserError
+
+log = logging.getLogger("aerun.encode")
+
+
+def validate(cfg: DictConfig) -> None:
+    latent.check_common(cfg)
+    for key in ("plot_max_points", "embedding_max_points"):
+        if cfg.encode[key] < 1:
+            raise UserError(f"encode.{key}: must be >= 1, got {cfg.encode[key]}")
+
+
+def run(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
+    encode(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Encode `cfg.split` of the run's data; returns the paths written and the codes' shape."""
+    started = time.time()
+    validate(cfg)
+    out_dir = Path(out_dir)
+    split_name = latent.enum_value(cfg.split)
+    loaded, device = latent.load_model(cfg)
+    model = loaded.model
+    dataset = latent.load_data(cfg, loaded)
+    split = latent.get_split(dataset, split_name)
+
+    arrays = latent.encode_images(model, split.images, cfg.batch_size, device)
+    codes, labels = arrays["codes"], split.labels.numpy()
+    latent.save_npz(out_dir / "codes.npz", labels=labels, **arrays)
+
+    shown = latent.subset(len(codes), cfg.encode.plot_max_points, cfg.seed)
+    projection = latent.enum_value(cfg.encode.projection)
+    points, xlabel, ylabel, what = latent.project_2d(codes[shown], projection, cfg.seed)
+    title = f"{dataset.name} {split_name} split: {what} ({len(shown)} images)"
+    latent.scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel)
+
+    written = [(out_dir / "codes.npz", f"codes {codes.shape[0]} x {codes.shape[1]}, labels"
+                + (", mu, logvar" if model.is_variational else "") + f"; {split_name} split"),
+               (out_dir / "latent.png", f"{what}, coloured by class")]
+    result = {"codes": out_dir / "codes.npz", "plot": out_dir / "latent.png", "shape": codes.shape}
+    if cfg.encode.embedding:
+        chosen = latent.subset(len(codes), cfg.encode.embedding_max_points, cfg.seed)
+        step = int(loaded.checkpoint.get("global_step") or 0)
+        thumbnails = split.images[chosen].float() / 255.0  # [M, C, H, W] in [0, 1]
+        entry = latent.add_projector_entry(loaded.path, f"latent_{split_name}", step, codes[chosen],
+                                           [dataset.classes[i] for i in labels[chosen]], thumbnails)
+        written.append((entry, f"TensorBoard projector entry, {len(chosen)} codes with thumbnails"))
+        result["embedding"] = entry
+    latent.report(written)
+    log.info("encoded %d %s images in %.1f s", len(codes), split_name, time.time() - started)
+    return result

@@ -1,0 +1,272 @@
+"""Sweeps (`aerun train -m ...`): the summary table as jobs end, and resumable sweeps.
+
+- `SweepSummary` is a Hydra callback (`hydra.callbacks` in configs/train.yaml): after
+  each job it rewrites the sweep's summary.csv / summary.md / best.json, so the table
+  is current even if the sweep is killed; when the sweep ends it prints the table and
+  the failed jobs. A job that died of an unexpected exception gets a failed status.
+- `prepare_multirun_overrides` (before Hydra) and `resolve_job_resume` (in each job)
+  implement `aerun train -m <same sweep> resume=true hydra.sweep.dir=<dir>` (or
+  `resume=<dir>`): a finished job is skipped and returns its stored objective, an
+  interrupted job with a last.pt continues from it, any other job starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aerun import runs
+from aerun.errors import UserError
+from aerun.summarize import clean_overrides, effective_status, grid_jobs, objective_from_metrics, write_summary
+
+try:  # Hydra >= 1.1; a plain base class keeps this module importable without it
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+log = logging.getLogger("aerun.sweep")
+
+
+# ----------------------------------------------------------------------------- summary callback
+def _is_multirun(config) -> bool:
+    mode = config.hydra.get("mode") if "hydra" in config else None
+    return getattr(mode, "name", str(mode)) == "MULTIRUN"
+
+
+class SweepSummary(Callback):
+    """Keeps `<sweep dir>/summary.{csv,md}` and `best.json` current; prints them at the end."""
+
+    def __init__(self, sort_by: str = "objective", descending: bool = False, print_at_end: bool = True):
+        self.sort_by = sort_by
+        self.descending = descending
+        self.print_at_end = print_at_end
+
+    def _write(self, sweep_dir: Path):
+        try:
+            return write_summary(sweep_dir, sort_by=self.sort_by, descending=self.descending)
+        except UserError as exc:  # no job dirs (yet), or a bad sort_by: say so, never break the sweep
+            log.warning("sweep summary not written: %s", exc)
+        except Exception:  # noqa: BLE001 - a summary bug must not fail a finished job
+            log.warning("sweep summary not written", exc_info=True)
+        return None
+
+    def on_job_end(self, config, job_return, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED:
+            record_crash(job_dir, getattr(job_return, "_return_value", None), config.hydra.job.get("num"))
+        self._write(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = self._write(sweep_dir)
+        if summary is None or not self.print_at_end:
+            return
+        print(summary.markdown, flush=True)
+        counts = summary.counts()
+        line = (f"sweep: {len(summary.jobs)} jobs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                + f"; summary.md, summary.csv and best.json in {sweep_dir}")
+        print(line, flush=True)
+        if summary.failed or summary.unfinished:
+            listed = [f"  job {j.name}: {j.status}: {j.reason or 'no reason recorded'}"
+                      for j in summary.failed + summary.unfinished]
+            print(f"aerun: {len(summary.failed)} failed and {len(summary.unfinished)} unfinished of "
+                  f"{len(summary.jobs)} jobs:\n" + "\n".join(listed), file=sys.stderr, flush=True)
+
+
+def record_crash(job_dir: Path, exc: BaseException | None, job_num=None) -> None:
+    """A job that raised something other than a UserError: failed, with the exception as reason."""
+    from aerun.io import write_json
+
+    text = " ".join(str(exc).split()) if exc is not None else ""
+    reason = f"{type(exc).__name__}: {text}" if exc is not None else "unexpected error"
+    log.error("job %s crashed: %s", job_num, reason, exc_info=exc if isinstance(exc, BaseException) else None)
+    status = runs.read_json(job_dir / runs.STATUS) or {}
+    status.update(status="failed", reason=f"crashed: {reason[:500]}", updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(job_dir / runs.STATUS, status)
+
+
+# ----------------------------------------------------------------------------- resume, before Hydra
+def _parsed_value(override: str):
+    """The value of one `key=value` override as Hydra parses it (quotes removed, true -> True)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).value()
+    except Exception:  # noqa: BLE001 - the CLI reports unparsable overrides itself
+        return override.split("=", 1)[1]
+
+
+def _last(overrides: list[str], key: str) -> str | None:
+    found = None
+    for o in overrides:
+        if "=" in o and o.split("=", 1)[0].lstrip("+") == key:
+            found = o
+    return found
+
+
+def _is_true(value) -> bool:
+    return value is True or str(value).strip().lower() == "true"
+
+
+def _is_off(value) -> bool:
+    return value is None or value is False or str(value).strip().lower() in ("", "null", "none", "false")
+
+
+def prepare_multirun_overrides(overrides: list[str]) -> list[str]:
+    """`-m ... resume=true hydra.sweep.dir=<dir>` or `-m ... resume=<dir>`: continue that sweep.
+
+    Returns the overrides with `resume=true` and `hydra.sweep.dir=<dir>`; refuses (UserError)
+    a directory that is not a sweep, a search sweeper, and a sweep whose job N would get
+    other values than the job N already in the directory (job numbers must line up).
+    """
+    resume_override = _last(overrides, "resume")
+    value = _parsed_value(resume_override) if resume_override else None
+    if _is_off(value):
+        return overrides
+    sweep_override = _last(overrides, "hydra.sweep.dir")
+    if _is_true(value):
+        if sweep_override is None:
+            raise UserError("resume=true with -m: also pass hydra.sweep.dir=<the sweep directory to continue>, "
+                            "or pass resume=<sweep dir>")
+        sweep_text = sweep_override.split("=", 1)[1]
+        sweep_dir = Path(str(_parsed_value(sweep_override))).expanduser()
+        must_exist = False  # the same command can be submitted again and again (cluster requeues)
+    else:
+        sweep_text = resume_override.split("=", 1)[1]
+        sweep_dir = Path(str(value)).expanduser()
+        if sweep_override is not None and Path(str(_parsed_value(sweep_override))).expanduser().resolve() \
+                != sweep_dir.resolve():
+            raise UserError(f"resume={value} and {sweep_override} name two directories; pass one of them")
+        must_exist = True
+    _check_sweep_dir(sweep_dir, value, must_exist)
+    if _is_search(overrides):
+        raise UserError("resume=true: a search sweeper (Optuna) samples new trials on every run, so its jobs "
+                        "cannot be matched; continue a study with hydra.sweeper.storage=sqlite:///<file>.db "
+                        "hydra.sweeper.study_name=<name> instead")
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+") not in ("resume", "hydra.sweep.dir")]
+    if sweep_dir.is_dir():
+        _check_jobs_line_up(sweep_dir, kept)
+    return [*kept, "resume=true", f"hydra.sweep.dir={sweep_text}"]
+
+
+def _check_sweep_dir(sweep_dir: Path, value, must_exist: bool) -> None:
+    key = "resume" if not _is_true(value) else "hydra.sweep.dir"
+    if not sweep_dir.exists():
+        if must_exist:
+            raise UserError(f"{key}={sweep_dir}: no such directory; pass the sweep directory to continue "
+                            f"(outputs/multirun/<date>/<time>)")
+        log.info("resume: %s does not exist yet; starting the sweep there", sweep_dir)
+        return
+    if not sweep_dir.is_dir():
+        raise UserError(f"{key}={sweep_dir}: not a directory; pass the sweep directory to continue")
+    if (sweep_dir / runs.CONFIG_FILE).is_file() or (sweep_dir / runs.STATUS).is_file():
+        raise UserError(f"{key}={sweep_dir}: this is a single run's directory, not a sweep's; continue it "
+                        f"without -m: aerun train resume={sweep_dir}")
+
+
+def _is_search(overrides: list[str]) -> bool:
+    for o in overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+")
+        if key == "hparams_search" and not _is_off(value):
+            return True
+        if key == "hydra/sweeper" and value not in ("basic", ""):
+            return True
+    return False
+
+
+def _check_jobs_line_up(sweep_dir: Path, overrides: list[str]) -> None:
+    """Job N of this sweep must have the overrides job N had in `sweep_dir`."""
+    try:
+        jobs = grid_jobs([o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("hydra")])
+    except Exception:  # noqa: BLE001 - sweeps the basic sweeper cannot expand are checked per job
+        return
+    for num, job in enumerate(jobs):
+        status = runs.read_json(sweep_dir / str(num) / runs.STATUS)
+        if not status or status.get("overrides") is None:
+            continue
+        old, new = clean_overrides(status["overrides"]), clean_overrides(job)
+        if sorted(old) != sorted(new):
+            changed = sorted(set(new) - set(old)) or sorted(set(old) - set(new))
+            raise UserError(f"resume: job {num} in {sweep_dir} ran `{' '.join(old)}`, but this sweep's job {num} is "
+                            f"`{' '.join(new)}` (differs in {' '.join(changed)}); resume with the same sweep values "
+                            f"in the same order, or start a new sweep")
+
+
+# ----------------------------------------------------------------------------- resume, in each job
+@dataclass
+class JobResume:
+    """What a job of a resumed sweep does (see `resolve_job_resume`)."""
+
+    skip: bool  # finished before: return `objective` without training
+    resume: str | None  # the value train()'s cfg.resume must take: the job dir (continue last.pt) or None
+    objective: float | None = None
+    reason: str = ""
+
+
+STALE_FILES = (runs.LAST, runs.BEST, runs.METRICS)
+
+
+def resolve_job_resume(cfg, job_dir, overrides: list[str] | None = None) -> JobResume:
+    """Decide how one job of a sweep runs: skip it, continue its last.pt, or train afresh.
+
+    Only acts when `cfg.resume` is true (a `resume=true` sweep); otherwise returns
+    `JobResume(skip=False, resume=cfg.resume)`, i.e. train as usual. `overrides` are the
+    job's Hydra task overrides (default: HydraConfig's), compared with the ones the job
+    ran with before: a job dir that holds another configuration is never overwritten.
+    """
+    value = cfg.get("resume")
+    if not _is_true(value):
+        return JobResume(skip=False, resume=value)
+    job_dir = Path(job_dir)
+    if overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    status = runs.read_json(job_dir / runs.STATUS)
+    if status is None and not (job_dir / runs.METRICS).is_file():
+        return JobResume(skip=False, resume=None, reason="new job")
+    if status is not None and status.get("overrides") is not None:
+        old, new = clean_overrides(status["overrides"]), clean_overrides(overrides)
+        if sorted(old) != sorted(new):
+            raise UserError(f"resume: {job_dir} holds a run of `{' '.join(old)}`, not `{' '.join(new)}`; "
+                            f"resume with the same sweep values in the same order, or start a new sweep")
+    state, reason = effective_status(job_dir, status)
+    if state == "running" and status.get("host") not in (None, socket.gethostname()):
+        # Written on another node (a requeued cluster job): a launcher never runs a job twice at
+        # once, so the earlier attempt is gone.
+        state = "interrupted"
+    if state == "running":
+        raise UserError(f"resume: {job_dir} is still running{' (' + reason + ')' if reason else ''}; "
+                        f"wait for it or stop it first")
+    if state == "ok":
+        metrics = runs.read_json(job_dir / runs.METRICS) or {}
+        name, objective = objective_from_metrics(metrics, cfg.get("optimized_metric", "auto"))
+        if objective is None:
+            raise UserError(f"optimized_metric={name}: no such metric in {job_dir / runs.METRICS}")
+        log.info("job %s finished before (%s = %.6g): skipped", job_dir.name, name, objective)
+        return JobResume(skip=True, resume=None, objective=objective, reason="finished before")
+    if state == "interrupted" and (job_dir / runs.LAST).is_file():
+        log.info("job %s was interrupted: continuing from %s", job_dir.name, job_dir / runs.LAST)
+        return JobResume(skip=False, resume=str(job_dir), reason="continues last.pt")
+    # Failed (a bad value, divergence, a crash) or stopped before its first checkpoint: the
+    # same configuration runs again from scratch; its earlier attempt's outputs go first.
+    removed = [name for name in STALE_FILES if (job_dir / name).is_file()]
+    for name in removed:
+        (job_dir / name).unlink()
+    if (job_dir / runs.TENSORBOARD).is_dir():
+        shutil.rmtree(job_dir / runs.TENSORBOARD)
+        removed.append(runs.TENSORBOARD + "/")
+    log.info("job %s was %s%s: starting afresh%s", job_dir.name, state, f" ({reason})" if reason else "",
+             f" (removed the earlier attempt's {', '.join(removed)})" if removed else "")
+    return JobResume(skip=False, resume=None, reason=f"was {state}: starts afresh")

@@ -1,0 +1,158 @@
+"""`aerun train` in-process: every model family trains, learns, and leaves a complete run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from aerun import runs
+from aerun.checkpoint import load_checkpoint
+from aerun.errors import DivergenceError, UserError
+from aerun.train import config_differences, train
+from tests.conftest import compose, tiny_overrides
+
+
+def _event_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / runs.TENSORBOARD), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("model", ["cnn_ae", "linear_ae", "shallow_ae", "mlp_ae", "vae", "conv_vae"])
+def test_every_model_trains_and_writes_a_complete_run(trained_run, model):
+    run_dir = trained_run(f"model={model}")
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.json", "status.json", "reconstructions.png"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        assert 0 < metrics[split]["mse"] < 0.5
+        assert metrics[split]["bce"] > 0
+    assert metrics["epochs"] == 1 and metrics["steps"] == math.ceil(448 / 64)
+    assert metrics["params"] > 0 and metrics["images_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert metrics["objective"]["name"] == "val/loss"
+    assert metrics["objective"]["value"] == pytest.approx(metrics["val"]["loss"])
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "ok"
+    if model in ("vae", "conv_vae"):
+        assert metrics["recon_loss"] == "bce" and metrics["test"]["elbo"] < 0
+    else:
+        assert metrics["recon_loss"] == "mse"
+    # inputs above reconstructions: 2 rows of 16 28x28 tiles with 2-pixel padding
+    assert Image.open(run_dir / "reconstructions.png").size == (16 * 30 + 2, 2 * 30 + 2)
+
+
+def test_checkpoint_is_complete_and_weights_only(trained_run):
+    run_dir = trained_run("model=cnn_ae")
+    state = torch.load(run_dir / "last.pt", weights_only=True)  # no pickled classes inside
+    for key in ("model", "optimizer", "scaler", "epoch", "batch_in_epoch", "global_step", "rng", "config",
+                "aerun_version", "torch_version", "input_shape"):
+        assert key in state, key
+    assert state["epoch"] == 1 and state["batch_in_epoch"] == 0
+    assert state["config"]["model"]["_target_"] == "aerun.models.ConvAutoencoder"
+    assert state["input_shape"] == [1, 28, 28]
+    loaded = runs.load_run(run_dir)
+    assert loaded.model.encode(torch.rand(2, 1, 28, 28)).shape == (2, 64)
+    assert not list(run_dir.glob(".*.pt"))  # no temp files left behind
+
+
+def test_training_learns(data_root, tmp_path):
+    cfg = compose("train", tiny_overrides(data_root, "model=cnn_ae", "trainer.max_epochs=4", "optim.lr=3e-3"))
+    metrics = train(cfg, tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    losses = [h["val_loss"] for h in state["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    assert metrics["best_epoch"] == min(range(len(losses)), key=losses.__getitem__) + 1
+
+
+def test_cifar_rgb_conv_ae(trained_run):
+    run_dir = trained_run("data=cifar10", "model=cnn_ae", "model.latent_dim=32")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["mse"] < 0.5
+    assert load_checkpoint(run_dir / "best.pt")["input_shape"] == [3, 32, 32]
+
+
+def test_fashion_mnist_from_raw_files(trained_run):
+    run_dir = trained_run("data=fashion_mnist", "model=linear_ae")
+    assert json.loads((run_dir / "metrics.json").read_text())["data"] == "fashion_mnist"
+
+
+def test_tensorboard_has_scalars_images_and_hparams_in_the_run_dir(trained_run):
+    run_dir = trained_run("model=vae", "model.latent_dim=4")
+    acc = _event_tags(run_dir)
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/lr", "train/loss_running", "val/loss", "val/mse", "val/kl", "val/elbo",
+                "val_kl_per_dim/000", "hparam/test_mse"):
+        assert tag in tags["scalars"], tag
+    assert "images/reconstruction" in tags["images"]
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    assert [p.name for p in (run_dir / runs.TENSORBOARD).iterdir() if p.is_dir()] == []  # no separate hparams run
+
+
+def test_denoising_run_writes_denoising_grid_and_psnr_gain(trained_run):
+    run_dir = trained_run("model=cnn_ae", "data.noise.kind=gaussian", "data.noise.level=0.5")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"psnr_noisy", "psnr_gain"} <= set(metrics["test"])
+    assert (run_dir / "denoising.png").is_file()
+
+
+def test_sparse_l1_penalty_is_logged(trained_run):
+    run_dir = trained_run("model=shallow_ae", "model.latent_dim=64", "model.sparsity.kind=l1",
+                          "model.sparsity.weight=0.01", "optim.l1_weight=1e-5")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["sparsity"] > 0
+    assert 0 <= metrics["test"]["code_zero_fraction"] <= 1
+
+
+@pytest.mark.parametrize("extra", [["trainer.precision=bf16"], ["trainer.channels_last=true"],
+                                   ["optim=sgd", "optim.scheduler=cosine"], ["optim=adamw", "optim.scheduler=step",
+                                                                              "optim.step_size_epochs=1"],
+                                   ["trainer.grad_clip=1.0", "loss=bce"]])
+def test_trainer_options(trained_run, extra):
+    run_dir = trained_run("model=cnn_ae", *extra)
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["mse"] < 0.5
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    cfg = compose("train", tiny_overrides(data_root, "model=cnn_ae", "optim.lr=1e6", "trainer.max_epochs=3",
+                                          "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"))
+    with pytest.raises(DivergenceError) as info:
+        train(cfg, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "non-finite" in message and "optim.lr" in message
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
+
+
+def test_resume_refuses_a_changed_model_and_names_the_keys():
+    old = {"model": {"latent_dim": 2, "hidden": [8]}, "trainer": {"max_epochs": 1}, "resume": None}
+    new = {"model": {"latent_dim": 3, "hidden": [8]}, "trainer": {"max_epochs": 5}, "resume": "x"}
+    assert config_differences(old, new) == ["model.latent_dim (2 -> 3)"]
+
+
+def test_a_run_dir_in_use_is_refused(data_root, tmp_path):
+    import os
+
+    (tmp_path / ".lock").write_text(str(os.getppid()))  # a live process holds it
+    cfg = compose("train", tiny_overrides(data_root, "model=linear_ae"))
+    with pytest.raises(UserError, match="in use by another aerun process"):
+        train(cfg, tmp_path)
+    (tmp_path / ".lock").write_text("999999999")  # a dead one: stale lock is taken over
+    train(cfg, tmp_path)
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_linear_mlp_has_no_sigmoid():
+    from aerun.models import MLPAutoencoder
+
+    model = MLPAutoencoder((1, 4, 4), latent_dim=2, hidden=[3], activation="identity")
+    assert not model.output_is_logits
+    x = torch.rand(5, 1, 4, 4)
+    # a linear map: f(2x) - f(0) == 2 (f(x) - f(0))
+    zero = model.decode(model.encode(torch.zeros_like(x)))
+    torch.testing.assert_close(model.decode(model.encode(2 * x)) - zero, 2 * (model.decode(model.encode(x)) - zero))
