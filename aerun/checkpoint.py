@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             raise UserError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
                             f"data (a pickle that could run code); only aerun checkpoints are accepted") from None
         raise UserError(f"checkpoint {path} is corrupt: {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any other failure to parse is a broken file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint {path} is truncated or corrupt ({first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
