@@ -78,8 +78,10 @@ def usage() -> str:
         arg = f" {positional}=<dir>" if positional else ""
         lines.append(f"  {name:<{width}}  {description}{' (' + arg.strip() + ')' if arg else ''}")
     lines += ["", "config groups (choose with group=choice):"]
-    for group, choices in _group_choices().items():
-        lines.append(f"  {group:<11} {', '.join(choices) if choices else '(none yet)'}")
+    groups = _group_choices()
+    group_width = max([11, *(len(g) + 1 for g in groups)])
+    for group, choices in groups.items():
+        lines.append(f"  {group:<{group_width}} {', '.join(choices) if choices else '(none yet)'}")
     lines += [
         "",
         "examples:",
@@ -347,6 +349,12 @@ def _run_command(command: str, args: list[str]) -> int:
     prepare = getattr(module, "prepare_overrides", None)
     if prepare is not None:
         overrides = prepare(overrides, multirun)
+    if os.environ.get("RANK", "0") not in ("", "0") and "WORLD_SIZE" in os.environ:
+        # A DDP worker under torchrun: rank 0 owns the run directory; this one writes nothing there.
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="aerun-rank{}-".format(os.environ["RANK"]))
+        return _launch_hydra(command, module, flags, overrides + [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"])
     if not wants_help:
         check_config(command, overrides, multirun, getattr(module, "validate", None))
         if multirun and not _has_override(overrides, "hydra.sweep.dir"):

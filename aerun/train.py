@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from aerun import distributed, runs
 from aerun.config import to_plain, validate_train
 from aerun.errors import DivergenceError, UserError
-from aerun import runs
 
 log = logging.getLogger("aerun.train")
 
@@ -32,6 +32,9 @@ RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.l
 def validate(cfg: DictConfig) -> None:
     """Called by the CLI before any work: ranges and combinations."""
     validate_train(cfg)
+    if _enum_str(cfg.trainer.strategy) == "ddp" and not ("WORLD_SIZE" in os.environ and "RANK" in os.environ):
+        raise UserError("trainer.strategy=ddp: start aerun with torchrun, e.g. "
+                        "torchrun --nproc_per_node=2 -m aerun train trainer.strategy=ddp ...")
 
 
 # ----------------------------------------------------------------------------- CLI hooks
@@ -226,12 +229,26 @@ def _image_rows(*rows):
 def train(cfg: DictConfig, run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict:
     """Train as `cfg` says, writing everything into `run_dir`; returns the metrics dict."""
     validate_train(cfg)
-    run_dir = Path(run_dir)
+    ctx, dist_device = distributed.setup(_enum_str(cfg.trainer.strategy), _enum_str(cfg.trainer.device))
+    try:
+        run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
+        if not ctx.is_main:  # other DDP ranks train and write nothing
+            return _train(cfg, run_dir, ctx, dist_device)
+        return _train_locked(cfg, run_dir, overrides, ctx, dist_device)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _enum_str(value) -> str:
+    return getattr(value, "value", value)
+
+
+def _train_locked(cfg, run_dir: Path, overrides, ctx, dist_device) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _write_status(run_dir, "running", overrides=overrides or [], pid=os.getpid())
         try:
-            metrics = _train(cfg, run_dir)
+            metrics = _train(cfg, run_dir, ctx, dist_device)
         except KeyboardInterrupt:
             _write_status(run_dir, "interrupted", reason="stopped at once by a second signal")
             raise
@@ -245,7 +262,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, overrides: list[str] | No
         return metrics
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_device=None) -> dict:
     import torch
 
     from aerun.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -260,7 +277,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     if t["num_threads"] > 0:
         torch.set_num_threads(t["num_threads"])
     _seed_everything(plain["seed"], t["deterministic"])
-    device = resolve_device(t["device"])
+    device = dist_device or resolve_device(t["device"])
+    main = ctx.is_main  # only rank 0 writes files
 
     resume_state = None
     if plain.get("resume"):
@@ -284,16 +302,26 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         model = model.to(memory_format=torch.channels_last)
     recon_loss = plain["loss"] or model.default_loss
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %s parameters; data %s %s: %d train / %d val / %d test; device %s; run dir %s",
-             type(model).__name__, f"{n_params:,}", d["name"], "x".join(map(str, dataset.image_shape)),
-             len(dataset.train), len(dataset.val), len(dataset.test), device, run_dir)
+    if main:
+        log.info("model %s: %s parameters; data %s %s: %d train / %d val / %d test; device %s; run dir %s",
+                 type(model).__name__, f"{n_params:,}", d["name"], "x".join(map(str, dataset.image_shape)),
+                 len(dataset.train), len(dataset.val), len(dataset.test), device, run_dir)
+        if ctx.enabled:
+            log.info("DDP: %d processes, global batch %d (%d each)", ctx.world_size, t["batch_size"],
+                     t["batch_size"] // ctx.world_size)
 
-    forward = torch.compile(model) if t["compile"] else model
+    wrapped = distributed.wrap(model, ctx, device)
+    forward = torch.compile(wrapped) if t["compile"] else wrapped
     optimizer = build_optimizer(model.parameters(), o)
     steps_per_epoch = num_batches(len(dataset.train), t["batch_size"])
+    if ctx.enabled:  # DDP drops the last incomplete global batch, so every rank takes equal slices
+        steps_per_epoch = len(dataset.train) // t["batch_size"]
+        if steps_per_epoch == 0:
+            raise UserError(f"trainer.batch_size={t['batch_size']} is larger than the training split "
+                            f"({len(dataset.train)} images)")
     scheduler, scheduler_per_step = build_scheduler(optimizer, o, t["max_epochs"], steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=t["precision"] == "16-mixed")
-    step_cfg = StepConfig(batch_size=t["batch_size"], recon_loss=recon_loss, precision=t["precision"],
+    step_cfg = StepConfig(batch_size=t["batch_size"] // ctx.world_size, recon_loss=recon_loss, precision=t["precision"],
                           grad_clip=t["grad_clip"], l1_weight=o["l1_weight"], noise_kind=d["noise"]["kind"],
                           noise_level=d["noise"]["level"], channels_last=t["channels_last"])
     eval_kwargs = dict(batch_size=t["eval_batch_size"], recon_loss=recon_loss, precision=t["precision"],
@@ -315,11 +343,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         accumulator_state, noise_state = resume_state.get("accumulator"), resume_state.get("noise_rng")
         restore_rng_state(resume_state["rng"])
         log.info("resuming from %s at epoch %d, step %d", run_dir / runs.LAST, epoch + 1, global_step)
-    write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
+    if main:
+        write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
+        from torch.utils.tensorboard import SummaryWriter
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD), purge_step=global_step if resume_state else None)
+        writer = SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD), purge_step=global_step if resume_state else None)
+    else:
+        writer = distributed.NullWriter()
     preview = dataset.val.images[:8] if len(dataset.val) else dataset.test.images[:8]
 
     def checkpoint_state(next_epoch: int, next_batch: int, accumulator, noise) -> dict:
@@ -357,7 +387,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
 
     def save(path: Path, state: dict) -> None:
         check_weights_finite()
-        save_checkpoint(path, state)
+        if main:
+            save_checkpoint(path, state)
 
     global_step_box = [global_step]
     train_started = time.time()
@@ -365,7 +396,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     tty = sys.stderr.isatty() and t["progress"]
     with SignalStop() as stop:
         while epoch < t["max_epochs"]:
-            perm = epoch_permutation(len(dataset.train), plain["seed"], epoch, device)
+            perm = distributed.local_permutation(
+                epoch_permutation(len(dataset.train), plain["seed"], epoch, device), t["batch_size"], ctx)
             noise = noise_generator(device, plain["seed"], epoch) if d["noise"]["kind"] != "none" else None
             accumulator = EpochAccumulator(device)
             if start_batch > 0 and accumulator_state is not None:
@@ -373,7 +405,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 if noise is not None and noise_state is not None:
                     noise.set_state(noise_state)
             bar = None
-            if tty:
+            if tty and main:
                 from tqdm import tqdm
 
                 bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{t['max_epochs']}",
@@ -389,7 +421,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 global_step_box[0] = step
                 if bar is not None:
                     bar.update(1)
-                if step % t["log_every_n_steps"] == 0:
+                at_log_point = step % t["log_every_n_steps"] == 0
+                if at_log_point:
                     check_finite(accumulator)
                     means = accumulator.means()
                     last_finite_loss = means["loss"]
@@ -400,10 +433,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     if bar is not None:
                         bar.set_postfix(loss=f"{means['loss']:.4g}")
                 every = t["checkpoint_every_n_steps"]
-                if stop.received is not None or (every and step % every == 0):
+                stop_requested = stop.received is not None
+                if ctx.enabled:  # ranks agree on stopping at log points, so none waits for a missing peer
+                    stop_requested = at_log_point and distributed.any_rank(ctx, stop_requested)
+                if stop_requested or (every and step % every == 0):
                     check_finite(accumulator)
                     save(run_dir / runs.LAST, checkpoint_state(epoch, batch_index + 1, accumulator, noise))
-                    if stop.received is not None:
+                    if stop_requested:
                         return True
                 if step == t["kill_at_step"]:
                     os.kill(os.getpid(), signal.SIGKILL)  # a simulated crash, for testing recovery
@@ -418,10 +454,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 bar.close()
             images_trained += accumulator.images - last_logged["images"]
             if stopped:
-                code = SignalStop.EXIT_CODES[stop.received]
-                log.warning("stopped by %s at epoch %d, step %d; checkpoint written. Resume with:\n"
-                            "  aerun train resume=%s", signal.Signals(stop.received).name, epoch + 1,
-                            global_step, run_dir)
+                code = SignalStop.EXIT_CODES.get(stop.received, 143)
+                if main:
+                    log.warning("stopped by %s at epoch %d, step %d; checkpoint written. Resume with:\n"
+                                "  aerun train resume=%s", signal.Signals(code - 128).name, epoch + 1,
+                                global_step, run_dir)
                 writer.close()
                 raise SystemExit(code)
             check_finite(accumulator)
@@ -430,7 +467,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             if scheduler is not None and not scheduler_per_step:
                 scheduler.step()
 
-            val = evaluate(model, dataset.val.images, **eval_kwargs) if len(dataset.val) else {}
+            val = evaluate(model, dataset.val.images, **eval_kwargs) if len(dataset.val) and main else {}
             score = val.get("loss", train_means.get("loss", math.inf))
             for name, value in train_means.items():
                 if not isinstance(value, list):
@@ -445,7 +482,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                     log.warning("the KL term is collapsing towards 0 (%.4f nats): the decoder ignores the code; "
                                 "try a smaller model.beta or model.kl_warmup_epochs", sum(val["kl_per_dim"]))
             writer.add_scalar("train/epoch", epoch + 1, global_step)
-            if t["images_every_n_epochs"] and (epoch + 1) % t["images_every_n_epochs"] == 0:
+            if main and t["images_every_n_epochs"] and (epoch + 1) % t["images_every_n_epochs"] == 0:
                 with torch.no_grad():
                     model.eval()
                     x = to_float(preview)
@@ -459,6 +496,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             epoch += 1
             start_batch = 0
             accumulator_state = noise_state = None
+            if not main:
+                continue
             state = checkpoint_state(epoch, 0, None, None)
             if improved:
                 save(run_dir / runs.BEST, state)
@@ -467,6 +506,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("epoch %d/%d  step %d  train loss %.4f  %s%s", epoch, t["max_epochs"], global_step,
                      train_means.get("loss", math.nan), val_text, "  (best)" if improved else "")
     train_time = time.time() - train_started
+    if not main:
+        return {"objective": {"name": None, "value": None}}
 
     # Final metrics with the best weights.
     if (run_dir / runs.BEST).is_file():

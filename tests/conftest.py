@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def run_aerun(*args: str, cwd: Path | None = None, timeout: float = 240, env: di
     """Run the `aerun` CLI in a subprocess (as a user would), capturing its output."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
-    proc = subprocess.run([*AERUN, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+    # a scratch working directory by default, so runs never land in the repository's outputs/
+    proc = subprocess.run([*AERUN, *args], cwd=cwd or tempfile.mkdtemp(prefix="aerun-cwd-"), capture_output=True, text=True, timeout=timeout,
                           env=full_env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"aerun {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
