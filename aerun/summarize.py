@@ -299,7 +299,7 @@ def _sorted_jobs(jobs: list[Job], sort_by: str, descending: bool, direction: str
     if sort_by == "job":
         ordered = sorted(jobs, key=Job.sort_key)
         return ordered[::-1] if descending else ordered
-    if sort_by not in columns:
+    if sort_by not in columns and sort_by.partition("/")[0] not in ("train", "val", "test"):
         raise UserError(f"summarize.sort_by={sort_by}: no such column; choose one of {', '.join(columns)}")
 
     def value(job: Job):
@@ -374,8 +374,8 @@ def build_summary(sweep_dir, sort_by: str = "objective", descending: bool = Fals
                "objective_name": job.objective_name, "objective": job.objective,
                "model_class": (job.metrics or {}).get("model"), "run_dir": str(job.path.resolve()),
                "overrides": " ".join(job.overrides)}
-        writer.writerow(["" if row.get(c, _metric(job, c)) is None else row.get(c, _metric(job, c))
-                         for c in csv_columns])
+        values = [row[c] if c in row else _metric(job, c) for c in csv_columns]
+        writer.writerow(["" if v is None else v for v in values])
     files = {SUMMARY_CSV: buffer.getvalue()}
 
     # ---- summary.md

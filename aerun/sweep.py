@@ -195,12 +195,27 @@ def _check_jobs_line_up(sweep_dir: Path, overrides: list[str]) -> None:
         status = runs.read_json(sweep_dir / str(num) / runs.STATUS)
         if not status or status.get("overrides") is None:
             continue
-        old, new = clean_overrides(status["overrides"]), clean_overrides(job)
-        if sorted(old) != sorted(new):
-            changed = sorted(set(new) - set(old)) or sorted(set(old) - set(new))
-            raise UserError(f"resume: job {num} in {sweep_dir} ran `{' '.join(old)}`, but this sweep's job {num} is "
-                            f"`{' '.join(new)}` (differs in {' '.join(changed)}); resume with the same sweep values "
+        mismatch = _mismatch(status["overrides"], job)
+        if mismatch:
+            raise UserError(f"resume: job {num} in {sweep_dir} {mismatch}; resume with the same sweep values "
                             f"in the same order, or start a new sweep")
+
+
+def _identity(overrides) -> list[str]:
+    """The overrides that make a job what it is: less those a resume may change (trainer.max_epochs, ...)."""
+    from aerun.train import RESUMABLE_KEYS
+
+    return [o for o in clean_overrides(overrides) if o.partition("=")[0].lstrip("+~") not in RESUMABLE_KEYS]
+
+
+def _mismatch(old_overrides, new_overrides) -> str:
+    """'' when two jobs' overrides agree, else what differs: 'ran `a=1`, not `a=2`'."""
+    old, new = _identity(old_overrides), _identity(new_overrides)
+    if sorted(old) == sorted(new):
+        return ""
+    only_old = " ".join(o for o in old if o not in new) or "(no such override)"
+    only_new = " ".join(o for o in new if o not in old) or "(no such override)"
+    return f"ran with `{only_old}`, not `{only_new}`"
 
 
 # ----------------------------------------------------------------------------- resume, in each job
@@ -237,10 +252,10 @@ def resolve_job_resume(cfg, job_dir, overrides: list[str] | None = None) -> JobR
     if status is None and not (job_dir / runs.METRICS).is_file():
         return JobResume(skip=False, resume=None, reason="new job")
     if status is not None and status.get("overrides") is not None:
-        old, new = clean_overrides(status["overrides"]), clean_overrides(overrides)
-        if sorted(old) != sorted(new):
-            raise UserError(f"resume: {job_dir} holds a run of `{' '.join(old)}`, not `{' '.join(new)}`; "
-                            f"resume with the same sweep values in the same order, or start a new sweep")
+        mismatch = _mismatch(status["overrides"], overrides)
+        if mismatch:
+            raise UserError(f"resume: the run in {job_dir} {mismatch}; resume with the same sweep values in "
+                            f"the same order, or start a new sweep")
     state, reason = effective_status(job_dir, status)
     if state == "running" and status.get("host") not in (None, socket.gethostname()):
         # Written on another node (a requeued cluster job): a launcher never runs a job twice at
@@ -251,6 +266,10 @@ def resolve_job_resume(cfg, job_dir, overrides: list[str] | None = None) -> JobR
                         f"wait for it or stop it first")
     if state == "ok":
         metrics = runs.read_json(job_dir / runs.METRICS) or {}
+        if int(metrics.get("epochs") or 0) < int(cfg.trainer.max_epochs) and (job_dir / runs.LAST).is_file():
+            log.info("job %s finished %s epochs; trainer.max_epochs=%s: continuing from %s", job_dir.name,
+                     metrics.get("epochs"), cfg.trainer.max_epochs, job_dir / runs.LAST)
+            return JobResume(skip=False, resume=str(job_dir), reason="more epochs")
         name, objective = objective_from_metrics(metrics, cfg.get("optimized_metric", "auto"))
         if objective is None:
             raise UserError(f"optimized_metric={name}: no such metric in {job_dir / runs.METRICS}")
