@@ -55,6 +55,8 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
     shown = latent.subset(len(codes), cfg.encode.plot_max_points, cfg.seed)
     projection = latent.enum_value(cfg.encode.projection)
     points, xlabel, ylabel, what = latent.project_2d(codes[shown], projection, cfg.seed)
+    if model.is_variational:
+        what += " (posterior means)"
     title = f"{dataset.name} {split_name} split: {what} ({len(shown)} images)"
     latent.scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel)
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from aerun import latent
@@ -78,7 +77,7 @@ def pick_index(split, classes: list[str], split_name: str, end: str, index, labe
             number = int(label)  # a class number, e.g. 5 for FashionMNIST's Sandal
         else:
             raise UserError(f"{end}_class={label}: no such class; classes are {', '.join(classes)}")
-        found = torch.nonzero(split.labels == number)
+        found = (split.labels == number).nonzero()  # [K, 1]
         if len(found) == 0:
             raise UserError(f"{end}_class={label}: the {split_name} split has no image of class {classes[number]}")
         return int(found[0, 0])
@@ -90,6 +89,8 @@ def pick_index(split, classes: list[str], split_name: str, end: str, index, labe
 
 
 def _pair(cfg, loaded, device, out_dir: Path) -> dict:
+    import torch
+
     from aerun.models.base import interpolate_codes
 
     model, method, split_name = loaded.model, latent.enum_value(cfg.method), latent.enum_value(cfg.split)

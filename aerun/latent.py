@@ -16,7 +16,6 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aerun import runs
 from aerun.errors import UserError
@@ -37,9 +36,15 @@ def check_common(cfg) -> Path:
     run = runs.check_run_dir(cfg.run, key="run", need_checkpoint=runs.BEST)
     if cfg.batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {cfg.batch_size}")
-    if enum_value(cfg.device) == "cuda" and not torch.cuda.is_available():
+    if enum_value(cfg.device) == "cuda" and not _cuda_available():
         raise UserError("device=cuda: no CUDA device is available here; use device=auto or cpu")
     return run
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -65,7 +70,9 @@ def peek_model(run: Path) -> ModelInfo:
 
 
 # ----------------------------------------------------------------------------- run and data
-def resolve_device(name) -> torch.device:
+def resolve_device(name):
+    import torch
+
     name = enum_value(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,32 +115,34 @@ def get_split(dataset, name):
 
 
 # ----------------------------------------------------------------------------- codes
-@torch.inference_mode()
-def encode_images(model, images_uint8: torch.Tensor, batch_size: int, device) -> dict[str, np.ndarray]:
+def encode_images(model, images_uint8, batch_size: int, device) -> dict[str, np.ndarray]:
     """uint8 [N, C, H, W] -> {"codes": [N, D]} (+ "mu", "logvar" for VAEs; codes = mu)."""
+    import torch
+
     from aerun.engine import to_float
 
-    parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(images_uint8), batch_size):
-        x = to_float(images_uint8[start:start + batch_size].to(device))
-        if model.is_variational:
-            mu, logvar = model.encode_stats(x)
-            out = {"codes": mu, "mu": mu, "logvar": logvar}
-        else:
-            out = {"codes": model.encode(x)}
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value.float().cpu())
-    if not parts:
-        return {"codes": np.zeros((0, model.latent_dim), np.float32)}
+    parts: dict[str, list] = {"codes": [torch.zeros(0, model.latent_dim)]}
+    with torch.inference_mode():
+        for start in range(0, len(images_uint8), batch_size):
+            x = to_float(images_uint8[start:start + batch_size].to(device))
+            if model.is_variational:
+                mu, logvar = model.encode_stats(x)
+                out = {"codes": mu, "mu": mu, "logvar": logvar}
+            else:
+                out = {"codes": model.encode(x)}
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value.float().cpu())
     return {key: torch.cat(values).numpy() for key, values in parts.items()}
 
 
-@torch.inference_mode()
-def decode_codes(model, codes, batch_size: int, device) -> torch.Tensor:
-    """[N, D] codes -> float [N, C, H, W] images in [0, 1] on the CPU."""
+def decode_codes(model, codes, batch_size: int, device):
+    """[N, D] codes -> float tensor [N, C, H, W] of images in [0, 1] on the CPU."""
+    import torch
+
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
-    images = [model.decode(z[start:start + batch_size].to(device)).float().cpu()
-              for start in range(0, len(z), batch_size)]
+    with torch.inference_mode():
+        images = [model.decode(z[start:start + batch_size].to(device)).float().cpu()
+                  for start in range(0, len(z), batch_size)]
     return torch.cat(images).clamp_(0, 1)
 
 
@@ -174,6 +183,8 @@ def fit_sampler(kind: str, codes: np.ndarray, components: int = 10, seed: int = 
 
 def prior_quantiles(grid: int, quantile: float) -> np.ndarray:
     """`grid` N(0, 1) quantiles evenly spaced in probability from q to 1 - q."""
+    import torch
+
     probs = torch.linspace(quantile, 1 - quantile, grid, dtype=torch.float64)
     return torch.distributions.Normal(0.0, 1.0).icdf(probs).numpy()
 
@@ -261,13 +272,14 @@ PROJECTOR_CONFIG = "projector_config.pbtxt"
 
 
 def add_projector_entry(run_dir: Path, tag: str, step: int, codes: np.ndarray, labels: list[str],
-                        thumbnails: torch.Tensor) -> Path:
+                        thumbnails) -> Path:
     """An embedding-projector entry (codes, labels, image sprite) under the run's tensorboard/.
 
     The writer keeps only its own entries in projector_config.pbtxt, so the entries other
     calls added (other splits, other checkpoints) are merged back in; a second call with
     the same tag and step replaces its entry.
     """
+    import torch
     from google.protobuf import text_format
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
     from torch.utils.tensorboard import SummaryWriter
