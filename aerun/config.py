@@ -227,6 +227,7 @@ def register_configs() -> None:
     cs.store(name="base_generate", node=GenerateConfig)
     cs.store(name="base_interpolate", node=InterpolateConfig)
     cs.store(name="base_summarize", node=SummarizeConfig)
+    cs.store(name="base_finetune", node=FinetuneConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -314,7 +315,7 @@ class EvaluateDataConfig:
 @dataclass
 class EvaluateOptions:
     iw_samples: int = 1000  # importance samples per test image for the VAE's NLL bound
-    iw_chunk: int = 50_000  # at most this many decoded samples (images x importance samples) at once
+    iw_chunk: int = 10_000  # at most this many decoded samples (images x importance samples) at once
     max_test_samples: Optional[int] = None  # null: the run's whole test split
     probe_max_train: Optional[int] = 10_000  # training codes for the linear probe; null: all
     kmeans_n_init: int = 4
@@ -446,3 +447,30 @@ class SummarizeOptions:
 class SummarizeConfig:
     dir: Optional[str] = None  # the sweep directory (aerun summarize <dir>)
     summarize: SummarizeOptions = field(default_factory=SummarizeOptions)
+
+
+# ----------------------------------------------------------------------------- finetune
+class HeadKind(Enum):
+    linear = "linear"
+    mlp = "mlp"
+
+
+@dataclass
+class FinetuneOptions:
+    head: HeadKind = HeadKind.linear
+    hidden: int = 256  # head=mlp: hidden units
+    freeze_encoder: bool = True  # train only the head on the pretrained encoder
+    steps: int = 500  # optimizer steps for each classifier
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass
+class FinetuneConfig:
+    run: Optional[str] = None
+    labels_per_class: Any = 100  # a number, or a list such as [10, 100, 1000] for a curve
+    seed: int = 0
+    device: Device = Device.auto
+    batch_size: int = 1000  # images per forward pass when scoring
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,12 @@ def validate(cfg: DictConfig) -> None:
 
 # ----------------------------------------------------------------------------- CLI hooks
 def prepare_overrides(overrides: list[str], multirun: bool) -> list[str]:
-    """`resume=<run dir>`: continue in that directory with its own overrides, then the user's."""
+    """`resume=<run dir>`: continue in that directory with its own overrides, then the user's.
+    In a sweep, `resume=true` / `resume=<sweep dir>` is handled per job (aerun.sweep)."""
+    if multirun:
+        from aerun.sweep import prepare_multirun_overrides
+
+        return prepare_multirun_overrides(overrides)
     resume = None
     for o in overrides:
         if o.split("=", 1)[0].lstrip("+") == "resume":
@@ -63,6 +69,15 @@ def run(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from aerun.sweep import resolve_job_resume
+
+        plan = resolve_job_resume(cfg, run_dir, overrides)
+        if plan.skip:
+            return plan.objective  # a finished job: its files stay as they are
+        cfg.resume = plan.resume  # this job's own dir to continue its last.pt, or None
     metrics = train(cfg, run_dir, overrides=overrides)
     return metrics["objective"]["value"]
 
@@ -246,7 +261,7 @@ def _enum_str(value) -> str:
 def _train_locked(cfg, run_dir: Path, overrides, ctx, dist_device) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        _write_status(run_dir, "running", overrides=overrides or [], pid=os.getpid())
+        _write_status(run_dir, "running", overrides=overrides or [], pid=os.getpid(), host=socket.gethostname())
         try:
             metrics = _train(cfg, run_dir, ctx, dist_device)
         except KeyboardInterrupt:
