@@ -13,7 +13,7 @@ $(BIN)/python:
 
 install: $(BIN)/python  ## venv + torch + aerun (editable) with the dev extras
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,optuna,parallel,slurm]'
 	@echo "installed: $(BIN)/aerun (activate with: source $(BIN)/activate)"
 
 train:  ## the main job: the conv AE on MNIST
