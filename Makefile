@@ -29,7 +29,10 @@ test-all:
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench:  ## throughput benchmark: prints ratios, writes benchmarks/results.md
-	$(BIN)/python benchmarks/train_throughput.py --data-root $(DATA_ROOT)
+	$(BIN)/python benchmarks/train_throughput.py --root $(DATA_ROOT)
+
+gallery:  ## every experiment config on real data: docs/gallery.md and docs/figures/gallery_*.png
+	$(BIN)/python docs/gallery.py --data-root $(DATA_ROOT)
 
 clean:
 	rm -rf outputs .pytest_cache

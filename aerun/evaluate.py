@@ -396,9 +396,9 @@ def format_table(report: dict) -> str:
     header = f"PCA-{pca['latent_dim']}"
     lines = [f"{report['run']}: {model_name} (latent {report['latent_dim']}), "
              f"{report['data']['name']} test ({report['data']['test_images']} images)",
-             f"  {'':<22}{model_name:>12}{header:>12}"]
+             f"  {'':<22}{model_name:>16}{header:>12}"]
     for label, a, b, spec in rows:
-        lines.append(f"  {label:<22}{fmt(a, spec):>12}{fmt(b, spec):>12}")
+        lines.append(f"  {label:<22}{fmt(a, spec):>16}{fmt(b, spec):>12}")
     if "denoising" in report:
         dn = report["denoising"]
         lines.append(f"  denoising ({dn['kind']} {dn['level']:g}): PSNR noisy {dn['psnr_noisy']:.2f} dB -> "

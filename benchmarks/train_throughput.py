@@ -1,0 +1,771 @@
+"""Training speed: aerun's engine against the loop a tutorial teaches and against pure compute.
+
+In one process, alternating the rows and repeating them, it measures images/s of
+  (a) the tutorial loop: torchvision's MNIST with ToTensor (a PIL image per item),
+      DataLoader(shuffle=True, batch_size=128), `.item()` every step;
+  (b) aerun's engine as `aerun train` runs it: `engine.train_one_epoch` with the
+      StepConfig / EpochAccumulator / optimizer / GradScaler that train.py builds from
+      the composed config, uint8 data on the device, and train.py's log point
+      (`nonfinite()` + `means()`) every `trainer.log_every_n_steps`;
+  (c) pure compute: forward, loss, backward and optimizer step on one preloaded float batch;
+for cnn_ae and linear_ae on MNIST at batch 128, each in fp32, bf16 autocast, torch.compile,
+bf16 + compile, and channels_last (cnn_ae only); 16-mixed too on CUDA. Every row times a
+fixed number of steps after its own warm-up (compilation excluded); the tables show
+medians over the repeats and the ratios (b)/(a) and (b)/(c).
+
+Then the whole process (start-up included), each a subprocess, repeated, median:
+`aerun train model=cnn_ae ... trainer.max_epochs=1` against `tutorial_train.py` (the
+tutorial's loop, one epoch + a test pass), `aerun train debug=smoke`, `aerun --help`.
+
+    python benchmarks/train_throughput.py                 # everything; writes benchmarks/results.md
+    python benchmarks/train_throughput.py --quick         # a smoke check: few steps, 1 repeat
+    python benchmarks/train_throughput.py --rows cnn_ae/fp32 process/help
+                                                          # row ids or globs: model/variant/kind
+
+A run with --quick or --rows prints only, unless --output is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import gzip
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MODELS = ("cnn_ae", "linear_ae")
+# variant -> aerun overrides; the same settings are applied to rows (a) and (c) by hand.
+VARIANTS = {
+    "fp32": [],
+    "bf16": ["trainer.precision=bf16"],
+    "compile": ["trainer.compile=true"],
+    "bf16+compile": ["trainer.precision=bf16", "trainer.compile=true"],
+    "channels_last": ["trainer.channels_last=true"],
+    "fp16": ["trainer.precision=16-mixed"],  # CUDA only
+}
+KINDS = {"a": "tutorial loop", "b": "aerun engine", "c": "pure compute"}
+PROCESS_ROWS = ("aerun_1epoch", "tutorial_1epoch", "aerun_smoke", "aerun_help")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+DEFAULT_ROOT = Path(os.environ.get("AERUN_DATA_ROOT", REPO.parent / "shared" / "datasets"))
+
+TARGETS = {  # issue 8
+    "cnn_ae (b)/(a)": 1.4,
+    "GPU cnn_ae (b)/(a)": 20.0,
+    "cnn_ae (b)/(c)": 0.9,
+    "linear_ae (b)/(a)": 2.5,
+    "1 epoch: tutorial / aerun process time": 1.3,
+}
+
+
+# ----------------------------------------------------------------------------- set-up
+def all_row_ids(device_type: str) -> list[str]:
+    ids = []
+    for model in MODELS:
+        for variant in VARIANTS:
+            if variant == "channels_last" and model != "cnn_ae":
+                continue  # a dense model has no memory format
+            if variant == "fp16" and device_type != "cuda":
+                continue
+            ids += [f"{model}/{variant}/{kind}" for kind in KINDS]
+    return ids + [f"process/{name}" for name in PROCESS_ROWS]
+
+
+def select(ids: list[str], patterns: list[str] | None) -> list[str]:
+    """Row ids matching any pattern; `cnn_ae` or `cnn_ae/fp32` select everything below them."""
+    if not patterns:
+        return ids
+    patterns = [p for arg in patterns for p in arg.split(",") if p]
+    chosen = [i for i in ids if any(fnmatch.fnmatch(i, p) or fnmatch.fnmatch(i, p + "/*") for p in patterns)]
+    if not chosen:
+        raise SystemExit(f"--rows {' '.join(patterns)}: no row matches; rows are:\n  " + "\n  ".join(ids))
+    return chosen
+
+
+def prepare_torchvision_root(root: Path, cache: Path) -> Path:
+    """A folder torchvision's MNIST class accepts: the uncompressed IDX files in MNIST/raw,
+    as its download leaves them. Decompressed once from `root`'s .gz files if needed."""
+    raw = root / "MNIST" / "raw"
+    if all((raw / name).is_file() for name in MNIST_FILES):
+        return root
+    out = cache / "MNIST" / "raw"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        target = out / name
+        if not target.is_file():
+            with gzip.open(raw / f"{name}.gz", "rb") as f:
+                data = f.read()
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    return cache
+
+
+def hardware_line(device) -> str:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == (platform.processor() or platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import torch
+
+    features = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
+                                        ("amx_bf16", "AMX-BF16")) if flag in flags]
+    line = f"{model}{' (' + ', '.join(features) + ')' if features else ''}, {os.cpu_count()} CPU cores, " \
+           f"torch threads {torch.get_num_threads()}"
+    if device.type == "cuda":
+        line += f"; GPU {torch.cuda.get_device_name(device)}"
+    return line
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+        return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+    except OSError:
+        return "unknown"
+
+
+class BackgroundMeter:
+    """How much CPU other processes took while we measured: the machine's busy time (from
+    /proc/stat, steal included) minus this process's and its reaped children's, in cores.
+    Interference only ever slows a row down, so a measurement with background > QUIET_CORES
+    is kept but set aside while enough quiet ones exist."""
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.available = self._machine_busy() is not None
+
+    def _machine_busy(self) -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = fields
+        return (user + nice + system + irq + softirq + steal) / self.tick
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def start(self) -> None:
+        self._busy, self._own0, self._t0 = self._machine_busy(), self._own(), time.perf_counter()
+
+    def stop(self) -> float | None:
+        """Cores used by other processes since start()."""
+        if not self.available:
+            return None
+        wall = time.perf_counter() - self._t0
+        others = (self._machine_busy() - self._busy) - (self._own() - self._own0)
+        return max(0.0, others) / max(wall, 1e-9)
+
+    def wait_for_quiet(self, max_wait_s: float) -> float | None:
+        """Sample 1 s at a time until other processes use < QUIET_CORES, for at most max_wait_s."""
+        if not self.available or max_wait_s <= 0:
+            return None
+        deadline, told = time.monotonic() + max_wait_s, False
+        while True:
+            self.start()
+            time.sleep(1.0)
+            others = self.stop()
+            if others < QUIET_CORES or time.monotonic() > deadline:
+                return others
+            if not told:
+                print(f"  waiting for other processes to go quiet (they use {others:.2f} cores; "
+                      f"at most {max_wait_s:.0f} s)", flush=True)
+                told = True
+            time.sleep(2.0)
+
+
+QUIET_CORES = 0.2  # a measurement is "quiet" if other processes used less than this
+
+
+@dataclass
+class Measurements:
+    """Values of one row with the background load during each."""
+
+    values: list[float] = field(default_factory=list)
+    background: list[float | None] = field(default_factory=list)
+
+    def add(self, value: float, background: float | None) -> None:
+        self.values.append(value)
+        self.background.append(background)
+
+    def quiet(self) -> list[float]:
+        return [v for v, b in zip(self.values, self.background) if b is None or b < QUIET_CORES]
+
+    def used(self, min_quiet: int) -> list[float]:
+        """The quiet values if there are enough of them, else all."""
+        quiet = self.quiet()
+        return quiet if len(quiet) >= min_quiet else self.values
+
+
+# ----------------------------------------------------------------------------- rows
+@dataclass
+class Shared:
+    device: object
+    data_root: Path
+    tv_root: Path
+    dataset: object = None  # aerun's ImageDataset on the device
+    tv_train: object = None  # torchvision MNIST + ToTensor
+    configs: dict = field(default_factory=dict)
+
+
+def compose_plain(model: str, variant: str, shared: Shared) -> dict:
+    key = (model, variant)
+    if key not in shared.configs:
+        from aerun.cli import _compose
+        from aerun.config import to_plain
+
+        overrides = [f"model={model}", f"data.root={shared.data_root}", f"trainer.device={shared.device.type}",
+                     *VARIANTS[variant]]
+        shared.configs[key] = to_plain(_compose("train", overrides))
+    return shared.configs[key]
+
+
+class ThroughputRow:
+    """One (model, variant, kind): set up once, warmed up once, then timed repeatedly."""
+
+    def __init__(self, row_id: str, shared: Shared):
+        import torch
+
+        from aerun.runs import build_model
+
+        self.id = row_id
+        model_name, self.variant, self.kind = row_id.split("/")
+        self.shared = shared
+        plain = compose_plain(model_name, self.variant, shared)
+        self.plain = plain
+        t = plain["trainer"]
+        self.device = shared.device
+        self.precision, self.channels_last, self.compile = t["precision"], t["channels_last"], t["compile"]
+        self.batch_size = t["batch_size"]
+        torch.manual_seed(plain["seed"])
+        image_shape = shared.dataset.image_shape
+        model = build_model(plain["model"], image_shape).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward = torch.compile(model) if self.compile else model
+        self.recon_loss = plain["loss"] or model.default_loss
+        self.images_done = 0
+        getattr(self, f"_setup_{self.kind}")()
+
+    # (a) ---------------------------------------------------------------------------
+    def _setup_a(self):
+        import torch
+        from torch.utils.data import DataLoader
+
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.plain["optim"]["lr"])
+        self.criterion = torch.nn.MSELoss()
+        self.loader = DataLoader(self.shared.tv_train, batch_size=self.batch_size, shuffle=True)
+        self.iterator = iter(self.loader)
+        self.running_loss = 0.0
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
+
+    def _step_a(self, images):
+        import torch
+
+        from aerun.engine import autocast
+
+        images = images.to(self.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            recon = self.model.to_image(self.forward(images)["recon"])
+            loss = self.criterion(recon.float(), images)
+        self.optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.running_loss += loss.item()
+        return images.shape[0]
+
+    def _run_a(self, steps: int) -> int:
+        images_done = 0
+        for _ in range(steps):
+            try:
+                images, _ = next(self.iterator)
+            except StopIteration:  # a new epoch: a new shuffle, as the tutorial's for-loop does
+                self.iterator = iter(self.loader)
+                images, _ = next(self.iterator)
+            images_done += self._step_a(images)
+        return images_done
+
+    # (b) ---------------------------------------------------------------------------
+    def _setup_b(self):
+        import torch
+
+        from aerun.engine import StepConfig
+        from aerun.train import build_optimizer
+
+        t, d, o = self.plain["trainer"], self.plain["data"], self.plain["optim"]
+        self.optimizer = build_optimizer(self.model.parameters(), o)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t["precision"] == "16-mixed")
+        self.step_cfg = StepConfig(batch_size=t["batch_size"], recon_loss=self.recon_loss, precision=t["precision"],
+                                   grad_clip=t["grad_clip"], l1_weight=o["l1_weight"], noise_kind=d["noise"]["kind"],
+                                   noise_level=d["noise"]["level"], channels_last=t["channels_last"])
+        self.log_every = t["log_every_n_steps"]
+        self.epoch = 0
+        self.global_step = 0
+
+    def _run_b(self, steps: int) -> int:
+        from aerun.engine import EpochAccumulator, epoch_permutation, train_one_epoch
+
+        images = self.shared.dataset.train.images
+        # The first `steps` batches of an epoch's permutation: exactly `steps` full batches.
+        perm = epoch_permutation(len(images), self.plain["seed"], self.epoch, self.device)[:steps * self.batch_size]
+        self.epoch += 1
+        accumulator = EpochAccumulator(self.device)
+        model = self.model
+
+        def kl_scale(batch_index: int) -> float:  # as train.py's closure
+            return model.kl_scale_at(batch_index / steps) if model.is_variational else 1.0
+
+        def after_step(batch_index: int, step: int) -> bool:  # train.py's log point, minus TensorBoard
+            if step % self.log_every == 0:
+                accumulator.nonfinite()
+                accumulator.means()
+            return False
+
+        self.global_step, _ = train_one_epoch(
+            model, self.forward, self.optimizer, self.scaler, images, perm, self.step_cfg,
+            accumulator=accumulator, global_step=self.global_step, noise=None, kl_scale=kl_scale,
+            step_scheduler=None, after_step=after_step)
+        accumulator.nonfinite()  # the epoch end's reads
+        accumulator.means()
+        return perm.numel()
+
+    # (c) ---------------------------------------------------------------------------
+    def _setup_c(self):
+        import torch
+
+        from aerun.engine import to_float
+        from aerun.train import build_optimizer
+
+        self.optimizer = build_optimizer(self.model.parameters(), self.plain["optim"])
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
+        self.batch = to_float(self.shared.dataset.train.images[:self.batch_size], self.channels_last)
+
+    def _run_c(self, steps: int) -> int:
+        from aerun.engine import autocast
+
+        self.model.train()
+        x = self.batch
+        for _ in range(steps):
+            with autocast(self.device, self.precision):
+                out = self.forward(x)
+            loss = self.model.objective(out, x, self.recon_loss)["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+        return steps * x.shape[0]
+
+    # ---------------------------------------------------------------------------------
+    def warm_up(self, steps: int) -> None:
+        getattr(self, f"_run_{self.kind}")(steps)
+        if self.compile:
+            self._compile_partial_batch()
+        synchronize(self.device)
+
+    def _compile_partial_batch(self) -> None:
+        """An epoch's last, smaller batch makes torch.compile recompile (with dynamic shapes,
+        by default); every later epoch runs that graph. Trigger it here so the timed steps
+        see what most of a multi-epoch run sees, and no recompilation lands in a timed repeat."""
+        from aerun.engine import autocast, to_float
+
+        n = self.batch_size - 16
+        x = to_float(self.shared.dataset.train.images[:n], self.channels_last)
+        with autocast(self.device, self.precision):
+            out = self.forward(x)
+        self.model.objective(out, x, self.recon_loss)["loss"].backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def time(self, steps: int) -> float:
+        synchronize(self.device)
+        start = time.perf_counter()
+        images = getattr(self, f"_run_{self.kind}")(steps)
+        synchronize(self.device)
+        return images / (time.perf_counter() - start)
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- processes
+def aerun_command() -> list[str]:
+    script = Path(sys.executable).with_name("aerun")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "aerun"]
+
+
+def process_command(name: str, data_root: Path, tv_root: Path, run_dir: Path) -> list[str]:
+    aerun = aerun_command()
+    if name == "aerun_1epoch":
+        return [*aerun, "train", "model=cnn_ae", f"data.root={data_root}", "trainer.max_epochs=1",
+                "trainer.progress=false", f"hydra.run.dir={run_dir}"]
+    if name == "tutorial_1epoch":
+        return [sys.executable, str(REPO / "benchmarks" / "tutorial_train.py"), "--root", str(tv_root), "--epochs", "1"]
+    if name == "aerun_smoke":
+        return [*aerun, "train", "debug=smoke", f"data.root={data_root}", f"hydra.run.dir={run_dir}"]
+    if name == "aerun_help":
+        return [*aerun, "--help"]
+    raise ValueError(name)
+
+
+def time_process(command: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{shlex.join(command)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return elapsed
+
+
+def run_breakdown(run_dir: Path, elapsed: float) -> dict | None:
+    """Where an `aerun train` process spent its time, from the run's metrics.json."""
+    import json
+
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    inside = metrics.get("wall_time_s") or 0.0
+    return {"process": elapsed, "start-up + exit (outside train())": elapsed - inside,
+            "training loop (incl. per-epoch validation)": metrics.get("train_time_s"),
+            "train() minus the loop (data, final evaluation, files)": inside - (metrics.get("train_time_s") or 0.0),
+            "images/s in the loop": metrics.get("images_per_s")}
+
+
+# ----------------------------------------------------------------------------- report
+def load_tag(background: float | None) -> str:
+    if background is None or background < QUIET_CORES:
+        return ""
+    return f"   (others used {background:.2f} cores: set aside)"
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec=",.0f", missing="–"):
+    return missing if value is None else format(value, spec)
+
+
+def spread(values) -> str:
+    if len(values) < 2:
+        return ""
+    return f"±{(max(values) - min(values)) / 2 / statistics.median(values) * 100:.0f}%"
+
+
+def build_report(measured: dict, measured_process: dict, device, steps: int, min_quiet: int) -> tuple[dict, dict]:
+    """Markdown tables and the checked targets, from the quiet measurements where enough exist."""
+    results = {k: m.used(min_quiet) for k, m in measured.items()}
+    process = {k: m.used(min_quiet) for k, m in measured_process.items()}
+
+    def counts(key: str) -> str:
+        m = measured.get(key)
+        return f"{len(results[key])}/{len(m.values)}" if m else "–"
+
+    throughput_lines = [
+        f"images/s: median over the repeats ({steps} steps each at batch 128) taken while other processes used "
+        f"< {QUIET_CORES} cores (all repeats where fewer than {min_quiet} were); ± = half the range of those; "
+        "µs/image = 1e6 / images/s; 'used' = repeats used / taken for a, b, c",
+        "",
+        "| model | variant | (a) tutorial | (b) aerun | (c) compute | µs/img a / b / c | (b)/(a) | (b)/(c) | used |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    ratios = {}
+    for model in MODELS:
+        for variant in VARIANTS:
+            keys = {k: f"{model}/{variant}/{k}" for k in KINDS}
+            meds = {k: median(results.get(keys[k], [])) for k in KINDS}
+            if not any(meds.values()):
+                continue
+            ba = meds["b"] / meds["a"] if meds["a"] and meds["b"] else None
+            bc = meds["b"] / meds["c"] if meds["c"] and meds["b"] else None
+            ratios[(model, variant)] = (ba, bc)
+            cells = [f"{fmt(meds[k])} {spread(results.get(keys[k], []))}".strip() for k in KINDS]
+            us = " / ".join(fmt(1e6 / meds[k], ".1f") if meds[k] else "–" for k in KINDS)
+            used = " ".join(counts(keys[k]) for k in KINDS)
+            throughput_lines.append(f"| {model} | {variant} | {' | '.join(cells)} | {us} | {fmt(ba, '.2f')} | "
+                                    f"{fmt(bc, '.2f')} | {used} |")
+
+    speedup_lines = ["| model | variant | (c) vs fp32 (c) | (b) vs fp32 (b) |", "| --- | --- | ---: | ---: |"]
+    for model in MODELS:
+        base = {k: median(results.get(f"{model}/fp32/{k}", [])) for k in "bc"}
+        for variant in VARIANTS:
+            if variant == "fp32":
+                continue
+            cur = {k: median(results.get(f"{model}/{variant}/{k}", [])) for k in "bc"}
+            if not any(cur.values()):
+                continue
+            sc = cur["c"] / base["c"] if cur["c"] and base["c"] else None
+            sb = cur["b"] / base["b"] if cur["b"] and base["b"] else None
+            speedup_lines.append(f"| {model} | {variant} | {fmt(sc, '.2f')}× | {fmt(sb, '.2f')}× |")
+
+    process_lines = ["| process | median s | runs (s; * = others used the CPU, set aside) |", "| --- | ---: | --- |"]
+    for name in PROCESS_ROWS:
+        if process.get(name):
+            m = measured_process[name]
+            runs = ", ".join(f"{v:.2f}{'' if b is None or b < QUIET_CORES else '*'}" for v, b in zip(m.values, m.background))
+            process_lines.append(f"| {name} | {median(process[name]):.2f} | {runs} |")
+
+    checks = {}
+    if device.type == "cpu":
+        ba, bc = ratios.get(("cnn_ae", "fp32"), (None, None))
+        checks["cnn_ae (b)/(a)"] = ba
+        checks["cnn_ae (b)/(c)"] = bc
+        checks["linear_ae (b)/(a)"] = ratios.get(("linear_ae", "fp32"), (None, None))[0]
+    else:
+        checks["GPU cnn_ae (b)/(a)"] = ratios.get(("cnn_ae", "fp32"), (None, None))[0]
+    if process.get("aerun_1epoch") and process.get("tutorial_1epoch"):
+        checks["1 epoch: tutorial / aerun process time"] = median(process["tutorial_1epoch"]) / median(process["aerun_1epoch"])
+    target_lines = ["| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
+    for name, value in checks.items():
+        if value is not None:
+            target_lines.append(f"| {name} (fp32) | {value:.2f} | ≥ {TARGETS[name]} | "
+                                f"{'yes' if value >= TARGETS[name] else 'NO'} |")
+    for model in MODELS:  # aerun at its fastest setting against the tutorial as users write it (fp32)
+        tutorial = median(results.get(f"{model}/fp32/a", []))
+        best = max(((median(results[f"{model}/{v}/b"]), v) for v in VARIANTS if results.get(f"{model}/{v}/b")),
+                   default=None)
+        if tutorial and best:
+            target_lines.append(f"| {model}: fastest aerun row ({best[1]}) / fp32 tutorial | {best[0] / tutorial:.2f} "
+                                f"| (info) | |")
+    if process.get("aerun_smoke"):
+        v = median(process["aerun_smoke"])
+        target_lines.append(f"| debug=smoke process | {v:.2f} s | < 30 s | {'yes' if v < 30 else 'NO'} |")
+    if process.get("aerun_help"):
+        v = median(process["aerun_help"])
+        target_lines.append(f"| aerun --help process | {v:.2f} s | < 1 s | {'yes' if v < 1 else 'NO'} |")
+
+    sections = {"throughput": "\n".join(throughput_lines), "speedups": "\n".join(speedup_lines),
+                "process": "\n".join(process_lines), "targets": "\n".join(target_lines)}
+    return sections, checks
+
+
+def write_results(path: Path, sections: dict, meta: dict) -> None:
+    text = f"""# Training throughput (written by `benchmarks/train_throughput.py`)
+
+- command: `{meta['command']}`
+- date: {meta['date']}
+- hardware: {meta['hardware']}
+- software: torch {meta['torch']}, torchvision {meta['torchvision']}, Python {meta['python']}
+- device: {meta['device']}
+- load average before / after: {meta['load_before']} → {meta['load_after']}{meta['load_note']}
+
+Rows: (a) the tutorial loop (torchvision MNIST + ToTensor, DataLoader(shuffle=True), `.item()` every
+step); (b) aerun's engine as `aerun train` runs it (`engine.train_one_epoch`, uint8 data on the device,
+the log point every 50 steps); (c) pure compute (forward, loss, backward, Adam step on one preloaded
+float batch). Each variant applies to all three: bf16 = autocast to bfloat16, compile = `torch.compile`
+of the model (timed after compilation, and after the recompile an epoch's smaller last batch causes),
+channels_last = model and batches in channels-last memory format.
+
+## Throughput
+
+{sections['throughput']}
+
+## Variants against fp32 (same kind of row)
+
+{sections['speedups']}
+
+## Whole process (subprocess wall time, start-up included)
+
+aerun_1epoch: `aerun train model=cnn_ae data.root=<MNIST .gz folder> trainer.max_epochs=1 trainer.progress=false`
+(54,000 training images after the validation split; then validation, the final train/val/test evaluation,
+checkpoints, TensorBoard, image grid). tutorial_1epoch: `python benchmarks/tutorial_train.py` (60,000
+training images, then a test pass; reads the uncompressed IDX files torchvision needs).
+aerun_smoke: `aerun train debug=smoke data.root=...`. aerun_help: `aerun --help`.
+
+{sections['process']}
+
+## Targets (issue 8)
+
+{sections['targets']}
+"""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                        help=f"folder holding MNIST/raw (default: $AERUN_DATA_ROOT or {DEFAULT_ROOT})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--rows", nargs="+", metavar="ROW",
+                        help="row ids or globs (model/variant/kind, process/name); default: all")
+    parser.add_argument("--steps", type=int, help="timed steps per repeat (default 100; --quick 10)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before the first repeat (default 20; --quick 3)")
+    parser.add_argument("--repeats", type=int, help="repeats of every throughput row (default 5; --quick 1)")
+    parser.add_argument("--process-repeats", type=int, help="repeats of every process row (default 3; --quick 1)")
+    parser.add_argument("--max-repeats", type=int,
+                        help="keep cycling up to this many repeats while a row has < 3 quiet values "
+                             "(default 3 x --repeats)")
+    parser.add_argument("--max-wait", type=float,
+                        help="seconds to wait, before each cycle, for other processes to leave the CPU "
+                             "(default 120; --quick 0)")
+    parser.add_argument("--quick", action="store_true", help="few steps, 1 repeat: a smoke check of the script")
+    parser.add_argument("--output", type=Path,
+                        help="results file (default benchmarks/results.md for a full run; none with --quick/--rows)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "aerun_bench_data",
+                        help="where to decompress MNIST for torchvision if the root has only .gz files")
+    parser.add_argument("--list", action="store_true", help="list the row ids and exit")
+    args = parser.parse_args(argv)
+
+    steps = args.steps or (10 if args.quick else 100)
+    warmup = args.warmup if args.warmup is not None else (3 if args.quick else 20)
+    repeats = args.repeats or (1 if args.quick else 5)
+    process_repeats = args.process_repeats or (1 if args.quick else 3)
+    if args.max_wait is None:
+        args.max_wait = 0.0 if args.quick else 120.0
+    output = args.output
+    if output is None and not args.quick and not args.rows:
+        output = REPO / "benchmarks" / "results.md"
+
+    import torch
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    ids = all_row_ids(device.type)
+    if args.list:
+        print("\n".join(ids))
+        return 0
+    chosen = select(ids, args.rows)
+    throughput_ids = [i for i in chosen if not i.startswith("process/")]
+    process_ids = [i.split("/", 1)[1] for i in chosen if i.startswith("process/")]
+
+    load_before = load_line()
+    print(f"device {device}; {hardware_line(device)}; torch {torch.__version__}; load {load_before}", flush=True)
+    tv_root = prepare_torchvision_root(args.root, args.cache)
+    shared = Shared(device=device, data_root=args.root, tv_root=tv_root)
+
+    results: dict[str, Measurements] = {}
+    meter = BackgroundMeter()
+    min_quiet = min(3, repeats)
+    max_repeats = args.max_repeats or 3 * repeats
+    if throughput_ids:
+        import logging
+
+        from torchvision import datasets, transforms
+
+        from aerun.data import load_dataset
+
+        logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+        plain = compose_plain(MODELS[0], "fp32", shared)
+        d = plain["data"]
+        shared.dataset = load_dataset(d["name"], args.root, val_size=d["val_size"], seed=plain["seed"]).to(device)
+        if any(i.endswith("/a") for i in throughput_ids):
+            shared.tv_train = datasets.MNIST(str(tv_root), train=True, download=False,
+                                             transform=transforms.ToTensor())
+        rows = []
+        for row_id in throughput_ids:
+            start = time.perf_counter()
+            row = ThroughputRow(row_id, shared)
+            row.warm_up(warmup)
+            rows.append(row)
+            print(f"  set up {row_id} ({time.perf_counter() - start:.1f} s)", flush=True)
+        repeat = 0
+        # At least `repeats` cycles; more (up to max_repeats) while a row lacks `min_quiet` quiet values.
+        while repeat < repeats or (repeat < max_repeats and
+                                   any(len(results[r.id].quiet()) < min_quiet for r in rows)):
+            meter.wait_for_quiet(args.max_wait)
+            repeat += 1
+            for row in rows:  # alternating: every row once per cycle
+                meter.start()
+                ips = row.time(steps)
+                background = meter.stop()
+                results.setdefault(row.id, Measurements()).add(ips, background)
+                print(f"  repeat {repeat}  {row.id:<28} {ips:>9,.0f} images/s{load_tag(background)}", flush=True)
+        del rows
+
+    process: dict[str, Measurements] = {}
+    breakdowns: list[dict | None] = []
+    if process_ids:
+        with tempfile.TemporaryDirectory(prefix="aerun_bench_runs_") as tmp:
+            repeat = 0
+            while repeat < process_repeats or (repeat < 2 * process_repeats and any(
+                    len(process[n].quiet()) < min(3, process_repeats) for n in process_ids)):
+                meter.wait_for_quiet(args.max_wait)
+                repeat += 1
+                for name in process_ids:
+                    run_dir = Path(tmp) / f"{name}_{repeat}"
+                    command = process_command(name, args.root, tv_root, run_dir)
+                    meter.start()
+                    elapsed = time_process(command)
+                    background = meter.stop()
+                    process.setdefault(name, Measurements()).add(elapsed, background)
+                    if name == "aerun_1epoch" and (background is None or background < QUIET_CORES):
+                        breakdowns.append(run_breakdown(run_dir, elapsed))
+                    print(f"  repeat {repeat}  process/{name:<20} {elapsed:7.2f} s{load_tag(background)}", flush=True)
+
+    sections, _ = build_report(results, process, device, steps, min_quiet)
+    breakdowns = [b for b in breakdowns if b]
+    if breakdowns:
+        lines = ["| aerun_1epoch, where the time went (median) | s |", "| --- | ---: |"]
+        for key in breakdowns[0]:
+            values = [b[key] for b in breakdowns if b.get(key) is not None]
+            if values:
+                lines.append(f"| {key} | {median(values):,.2f} |")
+        sections["process"] += "\n\n" + "\n".join(lines)
+    print()
+    for title in ("throughput", "speedups", "process", "targets"):
+        print(sections[title])
+        print()
+
+    load_after = load_line()
+    print(f"load average before / after: {load_before} -> {load_after}")
+    if output is not None:
+        import torchvision
+
+        high = max(float(load_before.split()[0]), float(load_after.split()[0])) if "unknown" not in (
+            load_before + load_after) else 0.0
+        note = (f"  \n  **Load was high ({high:.1f} on {os.cpu_count()} cores): other jobs shared the CPU; "
+                f"absolute numbers are low, ratios within one process are the robust output.**"
+                if high > 0.5 * (os.cpu_count() or 1) + 0.5 else "")
+        command = "python benchmarks/train_throughput.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
+                                                              if (argv if argv is not None else sys.argv[1:]) else "")
+        meta = {"command": command.strip(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                "hardware": hardware_line(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "python": platform.python_version(), "device": str(device), "load_before": load_before,
+                "load_after": load_after, "load_note": note}
+        write_results(output, sections, meta)
+        print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

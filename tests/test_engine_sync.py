@@ -1,0 +1,211 @@
+"""The training step never waits for the device: `train_one_epoch` makes no host reads
+(`.item()`, `.tolist()`, `.cpu()`, `bool(t)`, ...) during an epoch, and the accumulator's
+reads are one transfer each. Plus what the accumulator must still get right: the means,
+the first non-finite step and the terms that went bad, and a checkpoint round trip."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from aerun.engine import EpochAccumulator, StepConfig, epoch_permutation, noise_generator, train_one_epoch
+from aerun.models import VAE, ConvAutoencoder, MLPAutoencoder
+
+# Every Python-level way to bring a tensor's value to the host.
+READ_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@contextlib.contextmanager
+def count_host_reads(optimizer: torch.optim.Optimizer | None = None):
+    """Record every host read of a tensor's value. Adam's `step` counters are excluded: they
+    are CPU tensors by design (torch reads them with `.item()` for the bias correction), never
+    device values, so reading them does not wait for the device."""
+    reads: list[str] = []
+    originals = {name: getattr(torch.Tensor, name) for name in READ_METHODS}
+
+    def optimizer_counters() -> set[int]:
+        if optimizer is None:
+            return set()
+        return {id(state["step"]) for state in optimizer.state.values() if "step" in state}
+
+    def wrap(name, original):
+        def wrapper(self, *args, **kwargs):
+            if id(self) not in optimizer_counters():
+                reads.append(f"{name} of {tuple(self.shape)} {self.dtype}")
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, wrap(name, original))
+    try:
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def tiny_images(n: int = 96, shape=(1, 12, 12), seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)  # [N, C, H, W]
+
+
+MODELS = {
+    "mlp": lambda shape: MLPAutoencoder(shape, latent_dim=3, hidden=[16]),
+    "cnn": lambda shape: ConvAutoencoder(shape, latent_dim=4, channels=[4, 8]),
+    "vae": lambda shape: VAE(shape, latent_dim=3, hidden=[16]),  # a vector term: kl_per_dim
+}
+
+
+def run_epoch(model, images, cfg: StepConfig, *, device="cpu", noise=None, reads_during=True):
+    torch.manual_seed(0)
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=cfg.precision == "16-mixed")
+    images = images.to(device)
+    perm = epoch_permutation(images.shape[0], seed=0, epoch=0, device=torch.device(device))
+    accumulator = EpochAccumulator(torch.device(device))
+    with count_host_reads(optimizer) as reads:
+        global_step, stopped = train_one_epoch(model, model, optimizer, scaler, images, perm, cfg,
+                                               accumulator=accumulator, noise=noise, after_step=None)
+    return reads, accumulator, global_step, stopped
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_epoch_reads_nothing_from_the_device(name):
+    images = tiny_images()
+    cfg = StepConfig(batch_size=32, recon_loss="bce" if name == "vae" else "mse")
+    reads, accumulator, global_step, stopped = run_epoch(MODELS[name](images.shape[1:]), images, cfg)
+    assert reads == []
+    assert (global_step, stopped, accumulator.steps, accumulator.images) == (3, False, 3, 96)
+
+
+@pytest.mark.parametrize("options", [
+    dict(precision="bf16"),
+    dict(channels_last=True),
+    dict(grad_clip=1.0, l1_weight=1e-5),
+    dict(noise_kind="gaussian", noise_level=0.2),
+    dict(noise_kind="masking", noise_level=0.3),
+])
+def test_options_add_no_host_reads(options):
+    images = tiny_images(n=70)  # a partial last batch too
+    cfg = StepConfig(batch_size=32, **options)
+    noise = noise_generator(torch.device("cpu"), 0, 0) if "noise_kind" in options else None
+    reads, accumulator, global_step, _ = run_epoch(MODELS["cnn"](images.shape[1:]), images, cfg, noise=noise)
+    assert reads == []
+    assert global_step == 3 and accumulator.images == 70
+
+
+def test_the_read_counter_sees_reads():
+    """The counter itself works: a read inside the step is caught."""
+    images = tiny_images()
+    model = MODELS["mlp"](images.shape[1:])
+
+    original = model.objective
+
+    def objective(*args, **kwargs):
+        terms = original(*args, **kwargs)
+        terms["loss"].item()  # what a tutorial loop does every step
+        return terms
+
+    model.objective = objective
+    reads, *_ = run_epoch(model, images, StepConfig(batch_size=32))
+    assert len(reads) == 3 and reads[0].startswith("item")
+
+
+def test_means_and_nonfinite_are_one_read_each_and_shared():
+    accumulator = EpochAccumulator(torch.device("cpu"))
+    for step in range(1, 4):
+        accumulator.add({"loss": torch.tensor(float(step)), "per_dim": torch.tensor([1.0, 2.0])}, 10, step)
+    with count_host_reads() as reads:
+        means = accumulator.means()
+    assert len(reads) == 1
+    with count_host_reads() as reads:
+        accumulator.add({"loss": torch.tensor(4.0), "per_dim": torch.tensor([1.0, 2.0])}, 10, 4)
+        assert reads == []
+        assert accumulator.nonfinite() is None
+        means = accumulator.means()  # train.py's log point: nonfinite() then means(): one read in all
+    assert len(reads) == 1
+    assert means["loss"] == pytest.approx(2.5) and means["per_dim"] == pytest.approx([1.0, 2.0])
+
+
+def test_means_weight_each_batch_by_its_size():
+    accumulator = EpochAccumulator(torch.device("cpu"))
+    accumulator.add({"loss": torch.tensor(1.0), "kl_per_dim": torch.tensor([0.5, 1.5])}, 30, 1)
+    accumulator.add({"loss": torch.tensor(4.0), "kl_per_dim": torch.tensor([1.5, 0.5])}, 10, 2)
+    means = accumulator.means()
+    assert isinstance(means["loss"], float) and means["loss"] == pytest.approx((30 + 40) / 40)
+    assert means["kl_per_dim"] == pytest.approx([(15 + 15) / 40, (45 + 5) / 40])
+    assert (accumulator.images, accumulator.steps) == (40, 2)
+    assert EpochAccumulator(torch.device("cpu")).means() == {}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nonfinite_reports_the_first_bad_step_and_its_terms(bad):
+    accumulator = EpochAccumulator(torch.device("cpu"))
+    assert accumulator.nonfinite() is None
+    for step in range(11, 20):  # e.g. a resumed epoch: the first step here is 11
+        recon = torch.tensor(bad if step == 14 else 1.0)
+        kl = torch.tensor([1.0, bad if step == 17 else 1.0])
+        accumulator.add({"loss": recon + 1.0, "recon": recon, "kl_per_dim": kl}, 8, step)
+        if step == 13:
+            assert accumulator.nonfinite() is None
+    assert accumulator.nonfinite() == (14, ["loss", "recon", "kl_per_dim"])
+
+
+def test_a_term_that_appears_later_gets_its_own_sum():
+    accumulator = EpochAccumulator(torch.device("cpu"))
+    accumulator.add({"loss": torch.tensor(2.0)}, 4, 1)
+    accumulator.add({"loss": torch.tensor(2.0), "extra": torch.tensor(8.0)}, 4, 2)
+    accumulator.add({"extra": torch.tensor(8.0), "loss": torch.tensor(2.0)}, 4, 3)  # another order
+    assert accumulator.means() == pytest.approx({"loss": 2.0, "extra": 64 / 12})
+    assert accumulator.nonfinite() is None
+
+
+def test_state_dict_round_trip_continues_the_sums():
+    accumulator = EpochAccumulator(torch.device("cpu"))
+    for step in (1, 2):
+        accumulator.add({"loss": torch.tensor(float(step)), "kl_per_dim": torch.tensor([1.0, 3.0])}, 5, step)
+    state = accumulator.state_dict()
+    assert set(state) == {"sums", "images", "steps"}
+    assert state["sums"]["loss"].shape == () and state["sums"]["kl_per_dim"].shape == (2,)
+    restored = EpochAccumulator(torch.device("cpu"))
+    restored.load_state_dict(state)
+    for acc in (accumulator, restored):
+        acc.add({"loss": torch.tensor(6.0), "kl_per_dim": torch.tensor([1.0, 3.0])}, 5, 3)
+    for acc in (accumulator, restored):
+        means = acc.means()
+        assert means["loss"] == pytest.approx(3.0) and means["kl_per_dim"] == pytest.approx([1.0, 3.0])
+    assert (restored.images, restored.steps) == (15, 3)
+    restored.add({"loss": torch.tensor(math.nan), "kl_per_dim": torch.tensor([1.0, 3.0])}, 5, 4)
+    assert restored.nonfinite() == (4, ["loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["32", "bf16", "16-mixed"])
+def test_cuda_epoch_has_no_synchronisation(precision):
+    """On a GPU, torch's own sync detector: any device->host wait inside the epoch raises."""
+    images = tiny_images(n=64)
+    cfg = StepConfig(batch_size=32, precision=precision)
+    model = MODELS["cnn"](images.shape[1:]).cuda()
+    # GradScaler.step reads found_inf with .item() (a sync) unless the optimizer unscales and
+    # skips inside its own kernel: the fused optimizers do, so 16-mixed needs one.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=precision == "16-mixed")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "16-mixed")
+    device = torch.device("cuda")
+    images = images.to(device)
+    perm = epoch_permutation(64, seed=0, epoch=0, device=device)
+    accumulator = EpochAccumulator(device)
+    # one epoch to create the optimizer state and warm everything up
+    train_one_epoch(model, model, optimizer, scaler, images, perm, cfg, accumulator=accumulator)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_one_epoch(model, model, optimizer, scaler, images, perm, cfg, accumulator=accumulator,
+                        global_step=2)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert accumulator.nonfinite() is None and accumulator.steps == 4
