@@ -13,13 +13,19 @@ bf16 + compile, and channels_last (cnn_ae only); 16-mixed too on CUDA. Every row
 fixed number of steps after its own warm-up (compilation excluded); the tables show
 medians over the repeats and the ratios (b)/(a) and (b)/(c).
 
+Other processes on the machine distort every number (on 2 cores, a busy neighbour can make
+a 2-thread torch step 10-30x slower). So before each cycle of rows the script waits (up to
+--max-wait s) until other processes leave the CPU, measures how much CPU they took during
+each measurement (/proc/stat minus this process), sets aside the disturbed ones, and adds
+cycles (up to --max-repeats) until every row has 3 undisturbed values.
+
 Then the whole process (start-up included), each a subprocess, repeated, median:
 `aerun train model=cnn_ae ... trainer.max_epochs=1` against `tutorial_train.py` (the
 tutorial's loop, one epoch + a test pass), `aerun train debug=smoke`, `aerun --help`.
 
     python benchmarks/train_throughput.py                 # everything; writes benchmarks/results.md
     python benchmarks/train_throughput.py --quick         # a smoke check: few steps, 1 repeat
-    python benchmarks/train_throughput.py --rows cnn_ae/fp32 process/help
+    python benchmarks/train_throughput.py --rows cnn_ae/fp32 process/aerun_help
                                                           # row ids or globs: model/variant/kind
 
 A run with --quick or --rows prints only, unless --output is given.
@@ -34,7 +40,6 @@ import gzip
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -102,6 +107,10 @@ def prepare_torchvision_root(root: Path, cache: Path) -> Path:
     raw = root / "MNIST" / "raw"
     if all((raw / name).is_file() for name in MNIST_FILES):
         return root
+    missing = [f"{name}(.gz)" for name in MNIST_FILES if not (raw / f"{name}.gz").is_file()]
+    if missing:
+        raise SystemExit(f"MNIST not found in {raw} (missing {', '.join(missing)}); pass --root <folder holding "
+                         f"MNIST/raw> or set AERUN_DATA_ROOT")
     out = cache / "MNIST" / "raw"
     out.mkdir(parents=True, exist_ok=True)
     for name in MNIST_FILES:
