@@ -1,6 +1,6 @@
 """`make gallery`: run every `configs/experiment/*.yaml` the way a user would, collect figures and numbers.
 
-    python docs/gallery.py [--data-root ../shared/datasets] [--only NAME ...] [--smoke] [--force]
+    python docs/gallery.py [--data-root ../shared/datasets] [--only NAME ...] [--smoke] [--force] [--threads N]
 
 For each experiment this runs the real CLI in a subprocess, from the repository root:
 `aerun train experiment=NAME data.root=... hydra.run.dir=outputs/gallery/NAME`, then the
@@ -13,6 +13,8 @@ Restartable: a training run whose run directory already holds metrics.json is no
 again, and a command whose output is newer than the run it read is not run again (their
 wall times recorded earlier are reused), unless --force. Each finished row is cached in
 outputs/gallery/rows/NAME.json, so `--only NAME` refreshes one row and the table keeps the rest.
+`--threads 1` sets OMP_NUM_THREADS=1 for every command: on a 2-core machine that other jobs
+share, torch's default of one thread per core ran the conv AE up to 10x slower.
 
 `--smoke` adds `debug=smoke` to every training run (one epoch on 2048 images) and shrinks the
 slow evaluation knobs; its outputs go to outputs/gallery_smoke/ (figures and gallery.md too),
@@ -367,6 +369,7 @@ def denoise_mnist(g: Gallery, row: Row) -> None:
 
 
 def sparse_mnist(g: Gallery, row: Row) -> None:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -381,14 +384,12 @@ def sparse_mnist(g: Gallery, row: Row) -> None:
     s = ev["sparsity"]
     row.epochs = epochs_of(m)
     r = ev["reconstruction"]
-    row.numbers = [f"test MSE {r['mse']:.4f}, PSNR {r['psnr']:.1f} dB (PCA at 1024 > 784 pixels is lossless)",
+    row.numbers = [f"test MSE {r['mse']:.4f}, PSNR {r['psnr']:.1f} dB (PCA capped at {ev['pca']['latent_dim']} = all pixels is lossless)",
                    f"{100 * s['zero_fraction']:.1f}% of code entries < {s['threshold']:g} "
                    f"({s['active_per_code']:.0f} of {ev['latent_dim']} active per image, {s['dead_units']} dead units)",
                    feature_numbers(ev)]
     # The learned filters: rows of the encoder's weight [1024, 784] -> 28x28, the 64 units most
     # often active on the test set, each scaled to its own min..max.
-    import numpy as np
-
     loaded = load_run(run)
     weight = next(mod for mod in loaded.model.encoder.modules() if isinstance(mod, nn.Linear)).weight.detach()
     codes = np.load(enc / "codes.npz")["codes"]
@@ -442,7 +443,7 @@ def vae_2d(g: Gallery, row: Row) -> None:
     row.epochs = epochs_of(m)
     row.numbers = [vae_numbers(ev), recon_numbers(ev), feature_numbers(ev)]
     plain = g.out / "linear_ae_2d_encode" / "codes.npz"
-    fig = _figure(9.6, 9.0)
+    fig = _figure(9.0, 8.4)
     for i, (png, title) in enumerate([(man / "manifold.png", "decoded manifold: z over N(0,1) quantiles 0.05..0.95"),
                                       (gen / "samples.png", "prior samples z ~ N(0, I)")]):
         ax = fig.add_subplot(2, 2, i + 1)
@@ -636,8 +637,8 @@ def write_markdown(g: Gallery, rows: list[dict], data_root_shown: str, total_wal
                      f"| {time_cell} |")
     total_rows = sum(r["wall_s"] for r in rows)
     lines += ["",
-              f"Total: {_minutes(total_rows)} of wall time over the rows (this invocation: {_minutes(total_wall)}; "
-              f"load average {load[0]:.1f} at the end). Run dirs are under `{g.rel(g.out)}/`; "
+              f"Total: {_minutes(total_rows)} of wall time over the rows (load average {load[0]:.1f} when this "
+              f"table was written). Run dirs are under `{g.rel(g.out)}/`; "
               f"`make gallery` re-runs only what is missing (`python docs/gallery.py --force` redoes everything).",
               "",
               "Notes: the conv AE / PCA figures show the first 12 test images, the run's reconstructions and the PCA "
