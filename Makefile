@@ -32,7 +32,7 @@ bench:  ## throughput benchmark: prints ratios, writes benchmarks/results.md
 	$(BIN)/python benchmarks/train_throughput.py --root $(DATA_ROOT)
 
 gallery:  ## every experiment config on real data: docs/gallery.md and docs/figures/gallery_*.png
-	$(BIN)/python docs/gallery.py --data-root $(DATA_ROOT)
+	$(BIN)/python docs/gallery.py --data-root $(DATA_ROOT) --threads 1
 
 clean:
 	rm -rf outputs .pytest_cache
