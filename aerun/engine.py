@@ -3,7 +3,9 @@
 Images live on the training device as uint8 and are batched by slicing a device
 permutation; each batch is converted to float there. Loss sums stay on the device:
 the host reads them only when the caller asks (log points), so a step never waits
-for the device.
+for the device. Importing this module turns on flush-to-zero for denormal floats
+(`torch.set_flush_denormal(True)`) so CPU training does not slow down as optimizer
+state decays towards zero.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import torch
 
 from aerun import losses
 from aerun.data import apply_noise
+
+# Flush denormal floats to zero. Adam's moment estimates for weights that rarely get a gradient
+# (e.g. those fed by MNIST's always-black border pixels) decay through the denormal range, where
+# x86 float math is ~100x slower: a linear_ae Adam loop on MNIST ran ~12% slower by step 1,400
+# without this (0.62 vs 0.55 s per 200 steps), and the gap grows with the run.
+# Values below 1.2e-38 become 0; nothing aerun computes depends on them. The flag is per thread
+# and torch's CPU worker threads copy it when they start, so it is set here, at import, before
+# `aerun train` runs its first parallel op; `train_one_epoch` sets it again for the calling thread.
+torch.set_flush_denormal(True)
 
 
 @dataclass
@@ -195,6 +206,8 @@ def train_one_epoch(
     """
     model.train()
     device = images.device
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # see the top of this module
     n = perm.numel()
     for batch_index in range(start_batch, num_batches(n, cfg.batch_size)):
         idx = perm[batch_index * cfg.batch_size:(batch_index + 1) * cfg.batch_size]

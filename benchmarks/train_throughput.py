@@ -181,10 +181,13 @@ class BackgroundMeter:
         self._busy, self._own0, self._t0 = self._machine_busy(), self._own(), time.perf_counter()
 
     def stop(self) -> float | None:
-        """Cores used by other processes since start()."""
+        """Cores used by other processes since start(); None if unknown (no /proc/stat, or too short
+        a window for the kernel's 10 ms accounting ticks to tell)."""
         if not self.available:
             return None
         wall = time.perf_counter() - self._t0
+        if wall < 0.25:
+            return None
         others = (self._machine_busy() - self._busy) - (self._own() - self._own0)
         return max(0.0, others) / max(wall, 1e-9)
 
@@ -597,7 +600,10 @@ step); (b) aerun's engine as `aerun train` runs it (`engine.train_one_epoch`, ui
 the log point every 50 steps); (c) pure compute (forward, loss, backward, Adam step on one preloaded
 float batch). Each variant applies to all three: bf16 = autocast to bfloat16, compile = `torch.compile`
 of the model (timed after compilation, and after the recompile an epoch's smaller last batch causes),
-channels_last = model and batches in channels-last memory format.
+channels_last = model and batches in channels-last memory format. As in `aerun train`, the whole
+process runs with denormals flushed to zero (importing `aerun.engine` sets it); a real tutorial loop
+does not, and slows down over a long run as its Adam state decays into denormals (a plain linear_ae
+loop: ~12% by step 1,400), so row (a) is, if anything, flattered here.
 
 ## Throughput
 
@@ -664,6 +670,11 @@ def main(argv: list[str] | None = None) -> int:
         output = REPO / "benchmarks" / "results.md"
 
     import torch
+
+    # As in `aerun train`: importing the engine turns on flush-to-zero for denormals before torch
+    # starts its CPU worker threads (they copy the flag when they start). It is per process, so
+    # rows (a) and (c) get it too: (a) is then faster than a real tutorial loop over a long run.
+    import aerun.engine  # noqa: F401
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

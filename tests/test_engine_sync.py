@@ -1,7 +1,8 @@
 """The training step never waits for the device: `train_one_epoch` makes no host reads
 (`.item()`, `.tolist()`, `.cpu()`, `bool(t)`, ...) during an epoch, and the accumulator's
 reads are one transfer each. Plus what the accumulator must still get right: the means,
-the first non-finite step and the terms that went bad, and a checkpoint round trip."""
+the first non-finite step and the terms that went bad, and a checkpoint round trip; and
+the CPU epoch's flush-to-zero of denormal floats."""
 
 from __future__ import annotations
 
@@ -97,6 +98,16 @@ def test_options_add_no_host_reads(options):
     reads, accumulator, global_step, _ = run_epoch(MODELS["cnn"](images.shape[1:]), images, cfg, noise=noise)
     assert reads == []
     assert global_step == 3 and accumulator.images == 70
+
+
+def test_a_cpu_epoch_flushes_denormals():
+    """Decaying optimizer state must not drop into denormal floats (~100x slower math on x86)."""
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
+    images = tiny_images(n=32)
+    run_epoch(MODELS["mlp"](images.shape[1:]), images, StepConfig(batch_size=32))
+    assert (torch.tensor([1e-40]) * 1.0).item() == 0.0
 
 
 def test_the_read_counter_sees_reads():
