@@ -1,8 +1,6 @@
 """`python -m aerun ...` (and `torchrun -m aerun ...`) is the `aerun` command."""
 
-import sys
-
-from aerun.cli import main
+from aerun.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

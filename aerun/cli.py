@@ -156,7 +156,7 @@ def _suggest(key: str, command: str, overrides: list[str]) -> str:
         cfg = _compose(command, [o for o in overrides if "." not in _override_key(o) and _override_key(o) != key])
     except Exception:  # noqa: BLE001 - suggestions are best effort
         return ""
-    candidates = _flat_keys(cfg) + list(_group_choices())
+    candidates = [c for c in _flat_keys(cfg) + list(_group_choices()) if not key.startswith(f"{c}.")]
     match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     return f"; did you mean {match[0]}?" if match else ""
 
@@ -213,6 +213,10 @@ def explain_composition_error(exc: BaseException, command: str, overrides: list[
     match = re.search(r"Could not load '([^']+)'", text)
     if match:
         return f"no such config '{match.group(1)}'"
+    match = re.search(r"Multiple values for ([\w/]+)\. To override a value use 'override [\w/]+: ([^']+)'", text)
+    if match:
+        group, choice = match.groups()
+        return f"+{group}={choice}: {group} is already in the defaults, so there is nothing to add; write {group}={choice}"
     if "Ambiguous value" in text:
         return f"{_first_line(chain[0])} (a comma-separated list is a sweep: add -m)"
     for error in chain:
@@ -286,6 +290,11 @@ def check_config(command: str, overrides: list[str], multirun: bool, validate) -
             raise
         except Exception as exc:  # noqa: BLE001 - every composition problem becomes one line
             raise UserError(_missing_plugin(exc) or explain_composition_error(exc, command, variant)) from None
+        from aerun.config import added_keys
+
+        for key in added_keys(cfg):
+            raise UserError(f"{key}: unknown key (a `+` override adds a key, but {command} has no such "
+                            f"setting){_siblings(key, command, variant)}")
         if validate is not None and not multirun:
             validate(cfg)
 
@@ -331,6 +340,41 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         _error(str(exc))
         return 2
+
+
+def console_main() -> None:
+    """The `aerun` command (and `python -m aerun`): `main()`, then a prompt exit."""
+    try:
+        code = main()
+    except SystemExit as exc:  # a signal stop (143/130), or Hydra's own exits
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    exit_promptly(code)
+
+
+def exit_promptly(code: int) -> None:
+    """Exit without the interpreter's module teardown, which takes 0.5-1 s once torch and
+    torch._dynamo are loaded (an eighth of a one-epoch run). What a normal exit does that
+    matters still happens, in the same order: non-daemon threads are joined, atexit handlers
+    run (logging's flushes and closes Hydra's log file; multiprocessing's reaps children),
+    and stdout/stderr are flushed. Files aerun writes are closed where they are written."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)
 
 
 def _error(message: str) -> None:

@@ -7,6 +7,7 @@ input is refused before any slow import.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -173,11 +174,12 @@ class OptimConfig:
 class TrainerConfig:
     max_epochs: int = 10
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 500
+    train_eval_size: Optional[int] = 10000  # final train metrics on the first N training images; None = all
     device: Device = Device.auto
     precision: str = "32"
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
     deterministic: bool = False
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     log_every_n_steps: int = 50
@@ -231,6 +233,24 @@ def register_configs() -> None:
 
 
 # ----------------------------------------------------------------------------- validation
+def added_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that a `+key=value` override added where the schema has no such setting.
+
+    Hydra lets `+` add keys even to structured configs, so without this check a typo such as
+    `+trainer.max_epoch=5` would be accepted and silently ignored."""
+    schema = OmegaConf.get_type(cfg)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    found = []
+    for key in cfg.keys():
+        if fields is not None and key not in fields:
+            found.append(f"{prefix}{key}")
+            continue
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found += added_keys(child, f"{prefix}{key}.")
+    return found
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise UserError(f"{key}: {message}")
@@ -275,6 +295,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(t.max_epochs >= 1, "trainer.max_epochs", f"must be >= 1, got {t.max_epochs}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {t.eval_batch_size}")
+    _check(t.train_eval_size is None or t.train_eval_size >= 0, "trainer.train_eval_size",
+           f"must be >= 0 (0 = no train metrics) or null (the whole training split), got {t.train_eval_size}")
     _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", f"must be >= 1, got {t.log_every_n_steps}")
     _check(t.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
            f"must be >= 0 (0 = at epoch ends only), got {t.checkpoint_every_n_steps}")

@@ -7,6 +7,7 @@ A run can die at any step and lose only the steps since its last checkpoint:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -278,6 +279,14 @@ def _train_locked(cfg, run_dir: Path, overrides, ctx, dist_device) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_device=None) -> dict:
+    """The training run; whatever it opens (the TensorBoard writer) is closed however it ends,
+    so a failed or stopped run's event file is complete too."""
+    with contextlib.ExitStack() as resources:
+        return _run_training(cfg, run_dir, ctx, dist_device, resources)
+
+
+def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_device,
+                  resources: contextlib.ExitStack) -> dict:
     import torch
 
     from aerun.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -345,6 +354,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
 
     epoch, start_batch, global_step = 0, 0, 0
     best_val, best_epoch, last_finite_loss, history = math.inf, -1, None, []
+    best_val_metrics = None  # the best epoch's validation metrics: the final report reuses them
+    weights_are_best = False  # the model holds exactly best.pt's weights (no reload needed at the end)
     accumulator_state, noise_state = None, None
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
@@ -354,6 +365,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
         scaler.load_state_dict(resume_state["scaler"])
         epoch, start_batch, global_step = resume_state["epoch"], resume_state["batch_in_epoch"], resume_state["global_step"]
         best_val, best_epoch = resume_state["best_val"], resume_state["best_epoch"]
+        best_val_metrics = resume_state.get("best_val_metrics")
         last_finite_loss, history = resume_state.get("last_finite_loss"), list(resume_state.get("history", []))
         accumulator_state, noise_state = resume_state.get("accumulator"), resume_state.get("noise_rng")
         restore_rng_state(resume_state["rng"])
@@ -362,7 +374,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
         write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD), purge_step=global_step if resume_state else None)
+        writer = resources.enter_context(
+            SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD), purge_step=global_step if resume_state else None))
     else:
         writer = distributed.NullWriter()
     preview = dataset.val.images[:8] if len(dataset.val) else dataset.test.images[:8]
@@ -373,6 +386,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict(), "epoch": next_epoch, "batch_in_epoch": next_batch,
             "global_step": global_step_box[0], "best_val": best_val, "best_epoch": best_epoch,
+            "best_val_metrics": best_val_metrics,
             "last_finite_loss": last_finite_loss, "history": history, "config": plain,
             "input_shape": list(dataset.image_shape), "params": n_params,
             "accumulator": accumulator.state_dict() if accumulator is not None else None,
@@ -460,6 +474,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
                     os.kill(os.getpid(), signal.SIGKILL)  # a simulated crash, for testing recovery
                 return False
 
+            weights_are_best = False
             global_step, stopped = train_one_epoch(
                 model, forward, optimizer, scaler, dataset.train.images, perm, step_cfg,
                 accumulator=accumulator, start_batch=start_batch, global_step=global_step, noise=noise,
@@ -504,7 +519,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
                     writer.add_images("images/reconstruction", _image_rows(x, model.reconstruct(x)), global_step)
             improved = score < best_val
             if improved:
-                best_val, best_epoch = score, epoch + 1
+                best_val, best_epoch, best_val_metrics = score, epoch + 1, val
             history.append({"epoch": epoch + 1, "step": global_step,
                             "train_loss": train_means.get("loss"), "val_loss": val.get("loss"),
                             "val_mse": val.get("mse")})
@@ -516,6 +531,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
             state = checkpoint_state(epoch, 0, None, None)
             if improved:
                 save(run_dir / runs.BEST, state)
+                weights_are_best = True
             save(run_dir / runs.LAST, state)
             val_text = f"val loss {val['loss']:.4f} mse {val['mse']:.5f}" if val else "no val split"
             log.info("epoch %d/%d  step %d  train loss %.4f  %s%s", epoch, t["max_epochs"], global_step,
@@ -524,12 +540,20 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
     if not main:
         return {"objective": {"name": None, "value": None}}
 
-    # Final metrics with the best weights.
-    if (run_dir / runs.BEST).is_file():
+    # Final metrics with the best weights. Validation metrics are those of the best epoch (the same
+    # weights, data and noise seed, so re-evaluating would give the same numbers); train metrics use
+    # the first trainer.train_eval_size training images, which is enough to read an overfitting gap.
+    if not weights_are_best and (run_dir / runs.BEST).is_file():
         model.load_state_dict(load_checkpoint(run_dir / runs.BEST, map_location=device)["model"])
     test = evaluate(model, dataset.test.images, **eval_kwargs)
-    train_eval = evaluate(model, dataset.train.images, **eval_kwargs)
-    val = evaluate(model, dataset.val.images, **eval_kwargs) if len(dataset.val) else {}
+    train_images = dataset.train.images[:t["train_eval_size"]] if t["train_eval_size"] is not None else dataset.train.images
+    train_eval = evaluate(model, train_images, **eval_kwargs) if len(train_images) else {}
+    if not len(dataset.val):
+        val = {}
+    elif best_val_metrics is not None:
+        val = best_val_metrics
+    else:
+        val = evaluate(model, dataset.val.images, **eval_kwargs)
     objective_name = plain["optimized_metric"]
     if objective_name == "auto":
         objective_name = "val/loss" if val else "test/loss"
@@ -538,7 +562,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, dist_de
     if metric not in source:
         raise UserError(f"optimized_metric={objective_name}: no such metric; {split} has {', '.join(sorted(source))}")
     metrics = {
-        "train": train_eval, "val": val, "test": test,
+        "train": train_eval, "val": val, "test": test, "train_eval_images": len(train_images),
         "objective": {"name": objective_name, "value": source[metric]},
         "best_epoch": best_epoch, "epochs": epoch, "steps": global_step, "params": n_params,
         "model": type(model).__name__, "data": d["name"], "recon_loss": recon_loss,

@@ -34,6 +34,23 @@ def test_smoke_run_through_the_cli(data_root, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
     assert (run_dir / ".hydra" / "overrides.yaml").is_file() and (run_dir / "config.yaml").is_file()
     assert "parameters" in proc.stdout + proc.stderr  # parameter count printed at start
+    # the command exits without the interpreter's teardown: the log and the event file must be whole
+    assert (run_dir / "aerun.log").read_text().rstrip().splitlines()[-1].startswith("test: mse")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert "hparam/test_mse" in events.Tags()["scalars"]
+
+
+def test_exit_status_and_output_survive_the_prompt_exit(tmp_path):
+    """`aerun` ends with os._exit: a SystemExit's code, atexit handlers and buffered output still count."""
+    code = ("import atexit, sys; from aerun import cli; "
+            "atexit.register(lambda: print('atexit ran')); "
+            "cli.main = lambda: (print('buffered', end=''), sys.exit(143)); cli.console_main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 143
+    assert proc.stdout == "bufferedatexit ran\n"
 
 
 def test_default_run_dirs_are_under_outputs_and_never_shared(data_root, tmp_path):
@@ -97,6 +114,11 @@ BAD_INPUTS = [
     (["--bogus"], "unknown option '--bogus'"),
     (["latent_dim"], "cannot parse the overrides"),
     (["trainer.device=cuda"], "no CUDA device"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch: unknown key (a `+` override adds a key"),
+    (["+model.latnt_dim=3"], "did you mean model.latent_dim"),
+    (["+foo=1"], "foo: unknown key"),
+    (["+experiment=cnn_mnist"], "write experiment=cnn_mnist"),
+    (["trainer.train_eval_size=-5"], "trainer.train_eval_size"),
 ]
 
 

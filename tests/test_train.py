@@ -12,6 +12,7 @@ from PIL import Image
 from aerun import runs
 from aerun.checkpoint import load_checkpoint
 from aerun.errors import DivergenceError, UserError
+from aerun.config import validate_train
 from aerun.train import config_differences, train
 from tests.conftest import compose, tiny_overrides
 
@@ -68,6 +69,37 @@ def test_training_learns(data_root, tmp_path):
     assert losses[-1] < 0.7 * losses[0]
     assert metrics["best_epoch"] == min(range(len(losses)), key=losses.__getitem__) + 1
 
+
+
+@pytest.mark.parametrize("train_eval_size, expected", [(100, 100), (None, 448), (0, 0)])
+def test_final_metrics_are_the_best_weights_on_val_and_a_train_subset(data_root, tmp_path, train_eval_size, expected):
+    """The final report reuses the best epoch's validation metrics and evaluates the first
+    trainer.train_eval_size training images: both must equal a fresh evaluation of best.pt."""
+    from aerun.data import load_dataset
+    from aerun.engine import evaluate
+    from aerun.runs import load_run
+
+    size = "null" if train_eval_size is None else str(train_eval_size)
+    cfg = compose("train", tiny_overrides(data_root, "model=mlp_ae", "trainer.max_epochs=3", "optim.lr=3e-3",
+                                          f"trainer.train_eval_size={size}"))
+    metrics = train(cfg, tmp_path)
+    assert metrics["train_eval_images"] == expected
+    loaded = load_run(tmp_path)
+    d = loaded.config["data"]
+    dataset = load_dataset(d["name"], d["root"], val_size=d["val_size"], seed=loaded.config["seed"])
+    kwargs = dict(recon_loss=loaded.recon_loss, seed=loaded.config["seed"])
+    assert metrics["val"] == pytest.approx(evaluate(loaded.model, dataset.val.images, **kwargs), rel=1e-5)
+    assert metrics["test"] == pytest.approx(evaluate(loaded.model, dataset.test.images, **kwargs), rel=1e-5)
+    if expected:
+        fresh = evaluate(loaded.model, dataset.train.images[:expected], **kwargs)
+        assert metrics["train"] == pytest.approx(fresh, rel=1e-5)
+    else:
+        assert metrics["train"] == {}
+
+
+def test_negative_train_eval_size_is_refused():
+    with pytest.raises(UserError, match="trainer.train_eval_size"):
+        validate_train(compose("train", ["trainer.train_eval_size=-1"]))
 
 def test_cifar_rgb_conv_ae(trained_run):
     run_dir = trained_run("data=cifar10", "model=cnn_ae", "model.latent_dim=32")
