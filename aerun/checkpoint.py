@@ -35,6 +35,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes); it was not written by a finished save")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive; older torch versions a pickle (protocol 2+ starts with 0x80).
+    if not head.startswith(b"PK\x03\x04") and not head.startswith(b"\x80"):
+        raise UserError(f"{path} is not a checkpoint file ({_describe(head)}, not a file torch.save writes); "
+                        f"pass a run directory written by 'aerun train' or its best.pt / last.pt")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -50,6 +56,18 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise UserError(f"{path} is not an aerun checkpoint (no '{FORMAT}' marker); "
                         f"pass a run directory written by 'aerun train'")
     return state
+
+
+def _describe(head: bytes) -> str:
+    if head.startswith(b"\x89PNG"):
+        return "a PNG image"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it looks like JSON"
+    try:
+        head.decode("utf-8")
+        return "it looks like text"
+    except UnicodeDecodeError:
+        return f"it starts with bytes {head!r}"
 
 
 # ----------------------------------------------------------------------------- RNG state

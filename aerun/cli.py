@@ -425,11 +425,15 @@ def _launch_hydra(command: str, module, flags: list[str], overrides: list[str]) 
     task.__name__ = command
     saved_argv = sys.argv
     sys.argv = [f"{PROG} {command}", *flags, *overrides]
+    from aerun import sweep
+
+    sweep.last_sweep_problems = None
     try:
         hydra.main(config_path=str(CONFIG_DIR), config_name=command, version_base="1.3")(task)()
     finally:
         sys.argv = saved_argv
-    return 0
+    # A sweep runs every job even when some fail; its exit status still says whether all succeeded.
+    return 1 if sweep.last_sweep_problems else 0
 
 
 def run_task(module, cfg):

@@ -39,6 +39,10 @@ def _is_multirun(config) -> bool:
     return getattr(mode, "name", str(mode)) == "MULTIRUN"
 
 
+# Failed plus unfinished jobs of the last sweep this process ran; `aerun` exits 1 when it is > 0.
+last_sweep_problems: int | None = None
+
+
 class SweepSummary(Callback):
     """Keeps `<sweep dir>/summary.{csv,md}` and `best.json` current; prints them at the end."""
 
@@ -69,6 +73,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = self._write(sweep_dir)
+        if summary is not None:
+            global last_sweep_problems
+            last_sweep_problems = len(summary.failed) + len(summary.unfinished)
         if summary is None or not self.print_at_end:
             return
         print(summary.markdown, flush=True)

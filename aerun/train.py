@@ -422,6 +422,7 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
     global_step_box = [global_step]
     train_started = time.time()
     images_trained = 0
+    step_time = 0.0  # seconds in training steps only (no validation): what images/s is measured over
     tty = sys.stderr.isatty() and t["progress"]
     with SignalStop() as stop:
         while epoch < t["max_epochs"]:
@@ -475,6 +476,7 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
                 return False
 
             weights_are_best = False
+            epoch_started = time.perf_counter()
             global_step, stopped = train_one_epoch(
                 model, forward, optimizer, scaler, dataset.train.images, perm, step_cfg,
                 accumulator=accumulator, start_batch=start_batch, global_step=global_step, noise=noise,
@@ -492,7 +494,8 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
                 writer.close()
                 raise SystemExit(code)
             check_finite(accumulator)
-            train_means = accumulator.means()
+            train_means = accumulator.means()  # a device read: the epoch's steps are done
+            step_time += time.perf_counter() - epoch_started
             last_finite_loss = train_means.get("loss", last_finite_loss)
             if scheduler is not None and not scheduler_per_step:
                 scheduler.step()
@@ -567,7 +570,8 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
         "best_epoch": best_epoch, "epochs": epoch, "steps": global_step, "params": n_params,
         "model": type(model).__name__, "data": d["name"], "recon_loss": recon_loss,
         "train_time_s": round(train_time, 3), "wall_time_s": round(time.time() - started, 3),
-        "images_per_s": round(images_trained / train_time, 1) if train_time > 0 and images_trained else None,
+        "step_time_s": round(step_time, 3),
+        "images_per_s": round(images_trained / step_time, 1) if step_time > 0 and images_trained else None,
         "device": str(device), "precision": t["precision"],
     }
     write_json(run_dir / runs.METRICS, metrics)

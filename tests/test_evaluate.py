@@ -238,7 +238,7 @@ def test_cli_positional_run_and_missing_data_root(trained_run, tmp_path):
 
 WRONG_WEIGHTS = {  # best.pt contents -> a fragment of the one-line error
     "empty": (lambda path: path.write_bytes(b""), "empty"),
-    "png": (lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "refusing to load"),
+    "png": (lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "is not a checkpoint file (a PNG image"),
     "foreign": (lambda path: torch.save({"weights": torch.zeros(2)}, path), "not an aerun checkpoint"),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,18 @@ def test_a_malicious_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
     with pytest.raises(UserError):
         load_checkpoint(raw)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name, data, expected", [
+    ("metrics.json", b'{"test": {"mse": 0.01}}', "not a checkpoint file (it looks like JSON"),
+    ("reconstructions.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "not a checkpoint file (a PNG image"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, name, data, expected):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(UserError, match=re.escape(expected)) as info:
+        load_checkpoint(path)
+    assert "could run code" not in str(info.value)
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "foreign", "text"])

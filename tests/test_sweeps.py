@@ -113,7 +113,7 @@ def test_summarize_sort_by_and_its_errors(seed_sweep, tmp_path):
 
 def test_a_bad_job_fails_alone_and_is_listed(data_root, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    assert main(["train", "-m", *sweep_overrides(data_root, sweep_dir, "optim.lr=1e-3,-1")]) == 0
+    assert main(["train", "-m", *sweep_overrides(data_root, sweep_dir, "optim.lr=1e-3,-1")]) == 1  # all ran, one failed
     rows = {r["optim.lr"]: r for r in read_rows(sweep_dir)}
     assert rows["0.001"]["status"] == "ok" and float(rows["0.001"]["objective"]) > 0
     assert rows["-1"]["status"] == "failed" and rows["-1"]["reason"] == "optim.lr: must be > 0, got -1.0"

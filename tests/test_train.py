@@ -36,6 +36,7 @@ def test_every_model_trains_and_writes_a_complete_run(trained_run, model):
         assert metrics[split]["bce"] > 0
     assert metrics["epochs"] == 1 and metrics["steps"] == math.ceil(448 / 64)
     assert metrics["params"] > 0 and metrics["images_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert 0 < metrics["step_time_s"] <= metrics["train_time_s"] <= metrics["wall_time_s"]
     assert metrics["objective"]["name"] == "val/loss"
     assert metrics["objective"]["value"] == pytest.approx(metrics["val"]["loss"])
     assert json.loads((run_dir / "status.json").read_text())["status"] == "ok"
