@@ -283,9 +283,9 @@ def evaluate(
                 noisy_mse = (inputs - target).square().flatten(1).mean(1)
                 add("psnr_noisy", (-10 * torch.log10(noisy_mse.clamp_min(1e-10))).sum())
             if model.is_variational:
-                bce_sum = losses.reconstruction_per_image(out["recon"], target, "bce", True)
+                nll = losses.decoder_nll_per_image(out["recon"], target, recon_loss, True)
                 kl = losses.gaussian_kl_per_dim(out["mu"], out["logvar"]).sum(1)
-                add("elbo", -(bce_sum + kl).sum())
+                add("elbo", -(nll + kl).sum())
             else:
                 z = out["z"].float()
                 add("code_zero_fraction", (z.abs() < 1e-2).float().mean(1).sum())

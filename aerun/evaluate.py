@@ -236,18 +236,11 @@ def fit_pca(images_uint8, k: int, batch_size: int = 4096) -> PCA:
 
 
 def decoder_log_likelihood(raw, target, recon_loss: str):
-    """log p(x|z) per image in nats: [B, C, H, W] raw decoder outputs -> [B].
-
-    bce: a Bernoulli decoder (on [0, 1] grey levels, as in training: the usual MNIST
-    practice without binarisation). mse: a Gaussian with variance 1/2 per pixel, the
-    density whose negative log is the summed squared error plus 0.5 log(pi) per pixel.
-    """
+    """log p(x|z) per image in nats: [B, C, H, W] raw decoder outputs -> [B] (see
+    `losses.decoder_nll_per_image` for the likelihood behind each loss)."""
     from aerun import losses
 
-    nll = losses.reconstruction_per_image(raw, target, recon_loss, True)
-    if recon_loss == "mse":
-        nll = nll + 0.5 * math.log(math.pi) * target[0].numel()
-    return -nll
+    return -losses.decoder_nll_per_image(raw, target, recon_loss, True)
 
 
 def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss: str = "bce", generator=None):

@@ -3,6 +3,8 @@ so reconstruction and KL share one unit (nats for BCE) and need no magic weights
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,19 @@ def reconstruction_per_image(output: torch.Tensor, target: torch.Tensor, kind: s
             return F.binary_cross_entropy_with_logits(output, target, reduction="none").flatten(1).sum(1)
         return F.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), target, reduction="none").flatten(1).sum(1)
     raise ValueError(f"unknown reconstruction loss {kind!r}")
+
+
+def decoder_nll_per_image(output: torch.Tensor, target: torch.Tensor, kind: str, output_is_logits: bool) -> torch.Tensor:
+    """-log p(x|z) per image in nats, [B, ...] -> [B], for the likelihood each loss stands for.
+
+    bce: a Bernoulli decoder (on [0, 1] grey levels, the usual MNIST practice without
+    binarisation). mse: a Gaussian with variance 1/2 per pixel, whose negative log density is
+    the summed squared error plus 0.5 log(pi) per pixel. So a VAE's ELBO is a bound on the
+    likelihood it was trained for, whichever loss it used."""
+    nll = reconstruction_per_image(output, target, kind, output_is_logits)
+    if kind == "mse":
+        nll = nll + 0.5 * math.log(math.pi) * target[0].numel()
+    return nll
 
 
 def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -369,7 +369,12 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
         last_finite_loss, history = resume_state.get("last_finite_loss"), list(resume_state.get("history", []))
         accumulator_state, noise_state = resume_state.get("accumulator"), resume_state.get("noise_rng")
         restore_rng_state(resume_state["rng"])
-        log.info("resuming from %s at epoch %d, step %d", run_dir / runs.LAST, epoch + 1, global_step)
+        if epoch >= t["max_epochs"]:
+            log.info("%s has already trained %d epochs (trainer.max_epochs=%d): nothing left to train, so only "
+                     "the final metrics are recomputed; raise trainer.max_epochs to train on",
+                     run_dir / runs.LAST, epoch, t["max_epochs"])
+        else:
+            log.info("resuming from %s at epoch %d, step %d", run_dir / runs.LAST, epoch + 1, global_step)
     if main:
         write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
         from torch.utils.tensorboard import SummaryWriter

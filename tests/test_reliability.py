@@ -61,6 +61,12 @@ def test_resume_continues_to_more_epochs_in_the_same_dir(data_root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["steps"] == 14
+    # resuming a finished run trains nothing, says so, and reports the same best-weights metrics
+    proc = run_aerun("train", f"resume={run_dir}", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing left to train" in proc.stdout + proc.stderr
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert again["steps"] == 14 and again["val"] == metrics["val"] and again["test"] == metrics["test"]
 
 
 def test_resume_with_a_changed_model_is_refused(data_root, tmp_path):
