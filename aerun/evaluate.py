@@ -49,7 +49,7 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"evaluate.{key}: must be >= 1 or null, got {e[key]}")
     if not e.sparsity_threshold >= 0:
         raise UserError(f"evaluate.sparsity_threshold: must be >= 0, got {e.sparsity_threshold}")
-    runs.check_run_dir(cfg.run, key="run", need_checkpoint=runs.BEST)
+    runs.check_run_dir(cfg.run, key="run", need_checkpoint=runs.WEIGHTS)
 
 
 def run(cfg: DictConfig):

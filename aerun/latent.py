@@ -33,7 +33,7 @@ def enum_value(value):
 # ----------------------------------------------------------------------------- checks
 def check_common(cfg) -> Path:
     """The run directory (with best.pt) and the options every latent command has."""
-    run = runs.check_run_dir(cfg.run, key="run", need_checkpoint=runs.BEST)
+    run = runs.check_run_dir(cfg.run, key="run", need_checkpoint=runs.WEIGHTS)
     if cfg.batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {cfg.batch_size}")
     if enum_value(cfg.device) == "cuda" and not _cuda_available():

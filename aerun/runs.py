@@ -8,21 +8,26 @@ write into it, except TensorBoard entries under its `tensorboard/`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from aerun.errors import UserError
 
+log = logging.getLogger("aerun.runs")
+
 CONFIG_FILE = "config.yaml"
 LAST = "last.pt"
 BEST = "best.pt"
+WEIGHTS = (BEST, LAST)  # need_checkpoint=WEIGHTS: either will do (load_run falls back to last.pt)
 METRICS = "metrics.json"
 STATUS = "status.json"
 TENSORBOARD = "tensorboard"
 
 
-def check_run_dir(path: str | os.PathLike | None, key: str = "run", need_checkpoint: str | None = BEST) -> Path:
+def check_run_dir(path: str | os.PathLike | None, key: str = "run",
+                  need_checkpoint: str | tuple[str, ...] | None = BEST) -> Path:
     """A run directory written by `aerun train`, or a one-line UserError saying what is wrong."""
     if path is None or str(path) in ("", "None", "???"):
         raise UserError(f"{key}: missing; pass the run directory of a training run, e.g. {key}=outputs/2026-01-01/12-00-00")
@@ -34,10 +39,11 @@ def check_run_dir(path: str | os.PathLike | None, key: str = "run", need_checkpo
     if not (run / CONFIG_FILE).is_file():
         raise UserError(f"{key}={path}: not an aerun run directory (no {CONFIG_FILE}); "
                         f"pass a directory written by 'aerun train'")
-    if need_checkpoint is not None and not (run / need_checkpoint).is_file():
+    wanted = (need_checkpoint,) if isinstance(need_checkpoint, str) else tuple(need_checkpoint or ())
+    if wanted and not any((run / name).is_file() for name in wanted):
         others = [name for name in (BEST, LAST) if (run / name).is_file()]
         hint = f" (it has {', '.join(others)})" if others else " (the run saved no weights yet)"
-        raise UserError(f"{key}={path}: no {need_checkpoint} in this run directory{hint}")
+        raise UserError(f"{key}={path}: no {' or '.join(wanted)} in this run directory{hint}")
     return run
 
 
@@ -82,9 +88,16 @@ class LoadedRun:
 
 
 def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedRun:
-    """Rebuild a trained model from its run directory on `device` (CPU works for GPU runs)."""
+    """Rebuild a trained model from its run directory on `device` (CPU works for GPU runs).
+
+    A run interrupted before its first epoch ended has no best.pt yet; its last.pt is used
+    instead, with a warning, so the latent commands work on any run that saved weights."""
     from aerun.checkpoint import load_checkpoint
 
+    run = check_run_dir(path, key=key, need_checkpoint=None)
+    if which == BEST and not (run / BEST).is_file() and (run / LAST).is_file():
+        log.warning("%s has no %s yet (the run stopped before its first epoch ended): using %s", run, BEST, LAST)
+        which = LAST
     run = check_run_dir(path, key=key, need_checkpoint=which)
     checkpoint = load_checkpoint(run / which, map_location=device)
     config = checkpoint.get("config") or read_run_config(run)

@@ -147,7 +147,22 @@ def test_missing_best_checkpoint_is_one_line(ae2, tmp_path):
     (broken / runs.CONFIG_FILE).write_text((ae2 / runs.CONFIG_FILE).read_text())
     proc = run_aerun("encode", str(broken), f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2
-    assert "no best.pt in this run directory" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "no best.pt or last.pt in this run directory (the run saved no weights yet)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_stopped_before_its_first_best_checkpoint_uses_last(ae2, tmp_path):
+    """Interrupted in epoch 1, a run has last.pt but no best.pt: the commands still read it."""
+    import shutil
+
+    early = tmp_path / "early"
+    early.mkdir()
+    for name in (runs.CONFIG_FILE, runs.LAST):
+        shutil.copy2(ae2 / name, early / name)
+    proc = run_aerun("encode", str(early), f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "no best.pt yet" in proc.stdout + proc.stderr and "using last.pt" in proc.stdout + proc.stderr
+    assert (tmp_path / "out" / "codes.npz").is_file()
 
 
 # ----------------------------------------------------------------------------- in-process: encode
