@@ -359,15 +359,16 @@ def console_main() -> None:
 def exit_promptly(code: int) -> None:
     """Exit without the interpreter's module teardown, which takes 0.5-1 s once torch and
     torch._dynamo are loaded (an eighth of a one-epoch run). What a normal exit does that
-    matters still happens, in the same order: non-daemon threads are joined, atexit handlers
-    run (logging's flushes and closes Hydra's log file; multiprocessing's reaps children),
-    and stdout/stderr are flushed. Files aerun writes are closed where they are written."""
+    matters still happens: atexit handlers run (logging's flushes and closes Hydra's log file;
+    multiprocessing's reaps children) and stdout/stderr are flushed. Files aerun writes are
+    closed where they are written. While other non-daemon threads run, it exits normally."""
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        # e.g. the joblib launcher's process-pool manager: it is told to stop by hooks that only
+        # the interpreter's own shutdown runs, so leave the exit to the interpreter.
+        sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

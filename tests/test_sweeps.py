@@ -285,10 +285,12 @@ def test_submitit_local_launcher(data_root, tmp_path):
 
 
 def test_joblib_launcher_runs_jobs_in_parallel(data_root, tmp_path):
+    """Through the `aerun` command itself: its prompt exit must not wait forever on the pool."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep_dir = tmp_path / "sweep"
-    assert main(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 *sweep_overrides(data_root, sweep_dir, "model.latent_dim=2,4")]) == 0
+    proc = run_aerun("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     *sweep_overrides(data_root, sweep_dir, "model.latent_dim=2,4"), cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr
     rows = read_rows(sweep_dir)
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
     pids = {json.loads((sweep_dir / r["job"] / runs.STATUS).read_text())["pid"] for r in rows}
