@@ -28,7 +28,8 @@ log = logging.getLogger("aerun.train")
 # Options that may differ when a run is resumed: they change neither the model nor the data.
 RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.log_every_n_steps",
                   "trainer.checkpoint_every_n_steps", "trainer.images_every_n_epochs", "trainer.num_threads",
-                  "trainer.device", "trainer.eval_batch_size", "trainer.kill_at_step", "optimized_metric"}
+                  "trainer.device", "trainer.eval_batch_size", "trainer.train_eval_size", "trainer.channels_last",
+                  "trainer.kill_at_step", "optimized_metric"}
 
 
 def validate(cfg: DictConfig) -> None:

@@ -166,6 +166,10 @@ def test_resume_refuses_a_changed_model_and_names_the_keys():
     old = {"model": {"latent_dim": 2, "hidden": [8]}, "trainer": {"max_epochs": 1}, "resume": None}
     new = {"model": {"latent_dim": 3, "hidden": [8]}, "trainer": {"max_epochs": 5}, "resume": "x"}
     assert config_differences(old, new) == ["model.latent_dim (2 -> 3)"]
+    # speed and reporting options may change: a run from before channels_last became the default resumes
+    old["trainer"].update(channels_last=False, train_eval_size=None)
+    new["trainer"].update(channels_last=True, train_eval_size=10000, precision="bf16")
+    assert config_differences(old, new) == ["model.latent_dim (2 -> 3)", "trainer.precision (<unset> -> bf16)"]
 
 
 def test_a_run_dir_in_use_is_refused(data_root, tmp_path):
