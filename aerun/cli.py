@@ -453,6 +453,17 @@ def run_task(module, cfg):
             on_failure(cfg, exc)
         _error(f"job {HydraConfig.get().job.num} failed: {exc}")
         return None
+    except Exception as exc:  # noqa: BLE001 - in a sweep, one job's crash is that job's failure
+        if not multirun:
+            raise
+        from aerun.sweep import record_crash
+
+        hydra_cfg = HydraConfig.get()
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        record_crash(job_dir, exc, hydra_cfg.job.num)  # the traceback goes to the job's aerun.log
+        _error(f"job {hydra_cfg.job.num} crashed: {type(exc).__name__}: {_first_line(exc)} "
+               f"(traceback in {job_dir / 'aerun.log'}); the other jobs go on")
+        return None
 
 
 if __name__ == "__main__":

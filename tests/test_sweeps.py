@@ -295,3 +295,24 @@ def test_joblib_launcher_runs_jobs_in_parallel(data_root, tmp_path):
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
     pids = {json.loads((sweep_dir / r["job"] / runs.STATUS).read_text())["pid"] for r in rows}
     assert os.getpid() not in pids
+
+
+def test_a_crashing_job_fails_alone_and_the_sweep_goes_on(data_root, tmp_path, monkeypatch):
+    """An unexpected exception (a CUDA out-of-memory, say) in one job is that job's failure."""
+    import aerun.train as train_module
+
+    real = train_module._run_training
+
+    def flaky(cfg, *args):
+        if cfg.model.latent_dim == 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(cfg, *args)
+
+    monkeypatch.setattr(train_module, "_run_training", flaky)
+    sweep_dir = tmp_path / "sweep"
+    assert main(["train", "-m", *sweep_overrides(data_root, sweep_dir, "model.latent_dim=2,4,8")]) == 1
+    rows = {r["model.latent_dim"]: r for r in read_rows(sweep_dir)}
+    assert rows["2"]["status"] == "ok" and rows["8"]["status"] == "ok"
+    assert rows["4"]["status"] == "failed"
+    assert "RuntimeError: CUDA out of memory (simulated)" in rows["4"]["reason"]
+    assert "Traceback" in (sweep_dir / rows["4"]["job"] / "aerun.log").read_text()  # the details stay in the job's log
