@@ -27,6 +27,14 @@ def test_help_lists_commands_and_group_choices_without_importing_torch():
     assert elapsed < 5  # generous for a loaded CI machine; measured ~0.05 s
 
 
+def test_command_help_shows_the_composed_config_and_no_schema_names(tmp_path):
+    proc = run_aerun("train", "--help", "model=vae", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "_target_: aerun.models.VAE" in proc.stdout and "aerun --help" in proc.stdout
+    assert "base_" not in proc.stdout  # the schemas behind the groups are not choices
+    assert not (tmp_path / "outputs").exists()  # help starts no run
+
+
 def test_smoke_run_through_the_cli(data_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_aerun("train", "debug=smoke", *tiny_overrides(data_root), f"hydra.run.dir={run_dir}")
