@@ -482,7 +482,7 @@ class FinetuneOptions:
     head: HeadKind = HeadKind.linear
     hidden: int = 256  # head=mlp: hidden units
     freeze_encoder: bool = True  # train only the head on the pretrained encoder
-    steps: int = 500  # optimizer steps for each classifier
+    steps: int = 2000  # optimizer steps for each classifier
     batch_size: int = 64
     lr: float = 1e-3
 
