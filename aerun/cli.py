@@ -292,9 +292,10 @@ def check_config(command: str, overrides: list[str], multirun: bool, validate) -
             raise UserError(_missing_plugin(exc) or explain_composition_error(exc, command, variant)) from None
         from aerun.config import added_keys
 
-        for key in added_keys(cfg):
-            raise UserError(f"{key}: unknown key (a `+` override adds a key, but {command} has no such "
-                            f"setting){_siblings(key, command, variant)}")
+        added = added_keys(cfg)
+        if added:
+            raise UserError(f"{added[0]}: unknown key (a `+` override adds a key, but {command} has no such "
+                            f"setting){_siblings(added[0], command, variant)}")
         if validate is not None and not multirun:
             validate(cfg)
 

@@ -94,11 +94,10 @@ def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedR
     instead, with a warning, so the latent commands work on any run that saved weights."""
     from aerun.checkpoint import load_checkpoint
 
-    run = check_run_dir(path, key=key, need_checkpoint=None)
-    if which == BEST and not (run / BEST).is_file() and (run / LAST).is_file():
+    run = check_run_dir(path, key=key, need_checkpoint=WEIGHTS if which == BEST else which)
+    if which == BEST and not (run / BEST).is_file():
         log.warning("%s has no %s yet (the run stopped before its first epoch ended): using %s", run, BEST, LAST)
         which = LAST
-    run = check_run_dir(path, key=key, need_checkpoint=which)
     checkpoint = load_checkpoint(run / which, map_location=device)
     config = checkpoint.get("config") or read_run_config(run)
     input_shape = checkpoint.get("input_shape")
