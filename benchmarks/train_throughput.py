@@ -9,9 +9,9 @@ In one process, alternating the rows and repeating them, it measures images/s of
       (`nonfinite()` + `means()`) every `trainer.log_every_n_steps`;
   (c) pure compute: forward, loss, backward and optimizer step on one preloaded float batch;
 for cnn_ae and linear_ae on MNIST at batch 128, each in fp32, bf16 autocast, torch.compile,
-bf16 + compile, and channels_last (cnn_ae only); 16-mixed too on CUDA. Every row times a
-fixed number of steps after its own warm-up (compilation excluded); the tables show
-medians over the repeats and the ratios (b)/(a) and (b)/(c).
+bf16 + compile, and (cnn_ae only) channels_last, alone and with each of those; 16-mixed too
+on CUDA. Every row times a fixed number of steps after its own warm-up (compilation
+excluded); the tables show medians over the repeats and the ratios (b)/(a) and (b)/(c).
 
 Other processes on the machine distort every number (on 2 cores, a busy neighbour can make
 a 2-thread torch step 10-30x slower). So before each cycle of rows the script waits (up to
@@ -62,6 +62,10 @@ VARIANTS = {
     "compile": ["trainer.compile=true", "trainer.channels_last=false"],
     "bf16+compile": ["trainer.precision=bf16", "trainer.compile=true", "trainer.channels_last=false"],
     "channels_last": ["trainer.channels_last=true"],
+    # With channels_last (the default), what a user gets from `trainer.precision=bf16` / `compile=true`.
+    "bf16+channels_last": ["trainer.precision=bf16", "trainer.channels_last=true"],
+    "compile+channels_last": ["trainer.compile=true", "trainer.channels_last=true"],
+    "bf16+compile+channels_last": ["trainer.precision=bf16", "trainer.compile=true", "trainer.channels_last=true"],
     "fp16": ["trainer.precision=16-mixed", "trainer.channels_last=false"],  # CUDA only
 }
 KINDS = {"a": "tutorial loop", "b": "aerun engine", "c": "pure compute"}
@@ -84,7 +88,7 @@ def all_row_ids(device_type: str) -> list[str]:
     ids = []
     for model in MODELS:
         for variant in VARIANTS:
-            if variant == "channels_last" and model != "cnn_ae":
+            if "channels_last" in variant and model != "cnn_ae":
                 continue  # a dense model has no memory format
             if variant == "fp16" and device_type != "cuda":
                 continue
@@ -603,7 +607,7 @@ the log point every 50 steps); (c) pure compute (forward, loss, backward, Adam s
 float batch). Each variant applies to all three: bf16 = autocast to bfloat16, compile = `torch.compile`
 of the model (timed after compilation, and after the recompile an epoch's smaller last batch causes),
 channels_last = model and batches in channels-last memory format (aerun's default since it measured
-faster; the other variants are NCHW, as the tutorial is). As in `aerun train`, the whole
+faster; variants without it in their name are NCHW, as the tutorial is). As in `aerun train`, the whole
 process runs with denormals flushed to zero (importing `aerun.engine` sets it); a real tutorial loop
 does not, and slows down over a long run as its Adam state decays into denormals (a plain linear_ae
 loop: ~12% by step 1,400), so row (a) is, if anything, flattered here.

@@ -193,3 +193,15 @@ def test_linear_mlp_has_no_sigmoid():
     # a linear map: f(2x) - f(0) == 2 (f(x) - f(0))
     zero = model.decode(model.encode(torch.zeros_like(x)))
     torch.testing.assert_close(model.decode(model.encode(2 * x)) - zero, 2 * (model.decode(model.encode(x)) - zero))
+
+
+@pytest.mark.parametrize("native, precision, device, warned", [
+    (False, "bf16", "cpu", True), (True, "bf16", "cpu", False), (False, "32", "cpu", False),
+    (False, "bf16", "cuda", False)])
+def test_bf16_on_a_cpu_without_native_bf16_is_called_slow(monkeypatch, caplog, native, precision, device, warned):
+    from aerun.train import warn_slow_precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native, raising=False)
+    with caplog.at_level("WARNING", logger="aerun"):
+        warn_slow_precision(torch.device(device), precision)
+    assert ("emulated and slower than fp32" in caplog.text) == warned
