@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte data, 1 dim [N]
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = (*_CIFAR_TRAIN_FILES, "test_batch", "batches.meta")
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"  # the release as downloaded; torchvision extracts it
 
 
 @dataclass
@@ -102,16 +104,16 @@ def load_dataset(
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     root = Path(root).expanduser()
     if name == "cifar10":
-        train, test, classes = _load_cifar10(root, download)
+        train, test, classes, source = _load_cifar10(root, download)
     else:
         folder = "MNIST" if name == "mnist" else "FashionMNIST"
         classes = _MNIST_CLASSES if name == "mnist" else _FASHION_MNIST_CLASSES
-        train, test = _load_mnist_like(root, folder, download)
+        train, test, source = _load_mnist_like(root, folder, download)
 
     train = _first(train, max_train_samples, "max_train_samples")
     test = _first(test, max_test_samples, "max_test_samples")
     train, val = _split_validation(train, val_size, seed)
-    log.info("loaded %s from %s: %d train, %d val, %d test", name, root, len(train), len(val), len(test))
+    log.info("loaded %s from %s: %d train, %d val, %d test", name, source, len(train), len(val), len(test))
     return ImageDataset(name=name, train=train, val=val, test=test, classes=list(classes))
 
 
@@ -201,39 +203,65 @@ def _download(torchvision_class: str, display: str, root: Path) -> None:
         ) from None
 
 
-def _missing_hint(download: bool) -> str:
-    return "the download did not leave them there" if download else "put the files there, point data.root at the folder that holds them, or set data.download=true"
-
-
 # --- MNIST and FashionMNIST (IDX files) -------------------------------------------------
 
 
+def _mnist_folders(root: Path, folder: str) -> list[Path]:
+    """Where the four IDX files may be, in order: torchvision's layout (<root>/MNIST/raw), then
+    <root>/MNIST, then data.root pointing at that folder, its raw/, or any folder holding them.
+
+    MNIST and FashionMNIST files share their names, so root itself (or its raw/) is skipped
+    when it is the other dataset's folder: data=mnist never reads FashionMNIST by accident.
+    """
+    other = {"mnist": "fashionmnist", "fashionmnist": "mnist"}[folder.lower()]
+    named = root.parent.name if root.name.lower() == "raw" else root.name
+    candidates = [root / folder / "raw", root / folder]
+    if named.lower().replace("-", "").replace("_", "") != other:
+        candidates += [root / "raw", root]
+    return list(dict.fromkeys(candidates))
+
+
+def _idx_candidates(directory: Path, stem: str) -> list[Path]:
+    # torchvision leaves both the plain and the .gz file after a download; the plain one is
+    # faster to read. Some mirrors (e.g. Kaggle's) write "train-images.idx3-ubyte".
+    dotted = stem.replace("-idx", ".idx")
+    return [directory / name for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz")]
+
+
 def _load_mnist_like(root: Path, folder: str, download: bool) -> tuple[Split, Split]:
-    raw = root / folder / "raw"
     stems = {
         (split, kind): f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
         for split, prefix in (("train", "train"), ("test", "t10k"))
         for kind in ("images", "labels")
     }
 
-    def locate() -> tuple[dict, list[str]]:
-        found, missing = {}, []
-        for key, stem in stems.items():
-            # torchvision leaves both forms after a download; the plain file is faster to read
-            for candidate in (raw / stem, raw / f"{stem}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
-            else:
-                missing.append(f"{raw / stem}(.gz)")
-        return found, missing
+    def locate() -> tuple[dict, list[str], Path]:
+        """The files of the first folder that has all four, or the missing ones of the fullest."""
+        fullest: tuple[int, list[str], Path] | None = None
+        for directory in _mnist_folders(root, folder):
+            found, missing = {}, []
+            for key, stem in stems.items():
+                path = next((c for c in _idx_candidates(directory, stem) if c.is_file()), None)
+                if path is None:
+                    missing.append(f"{directory / stem}(.gz)")
+                else:
+                    found[key] = path
+            if not missing:
+                return found, [], directory
+            if fullest is None or len(found) > fullest[0]:
+                fullest = (len(found), missing, directory)
+        return {}, fullest[1], fullest[2]
 
-    found, missing = locate()
+    found, missing, directory = locate()
     if missing and download:
         _download(folder, folder, root)
-        found, missing = locate()
+        found, missing, directory = locate()
     if missing:
-        raise UserError(f"{folder} not found under {root}: expected {', '.join(missing)}; {_missing_hint(download)}")
+        others = [str(d) for d in _mnist_folders(root, folder) if d != directory]
+        also = f" (also looked in {', '.join(others)})" if others else ""
+        hint = ("the download did not leave them there" if download else
+                "put the four files in one of those folders (plain or .gz), or set data.download=true")
+        raise UserError(f"{folder} not found under {root}: expected {', '.join(missing)}{also}; {hint}")
 
     splits = []
     for split in ("train", "test"):
@@ -248,7 +276,7 @@ def _load_mnist_like(root: Path, folder: str, download: bool) -> tuple[Split, Sp
         if labels.numel() and int(labels.max()) > 9:
             raise UserError(f"{labels_path} has label {int(labels.max())}, expected labels 0..9")
         splits.append(Split(images.unsqueeze(1), labels.long()))  # [N, H, W] -> [N, 1, H, W]
-    return splits[0], splits[1]
+    return splits[0], splits[1], directory
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -307,37 +335,38 @@ _PICKLE_GLOBALS = {
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    def __init__(self, file, path: Path):
+    def __init__(self, file, name: str):
         # bytes: the files were pickled by Python 2, whose str must stay bytes (keys b"data", ...)
         super().__init__(file, encoding="bytes")
-        self.path = path
+        self.name = name
 
     def find_class(self, module: str, name: str):
         try:
             return _PICKLE_GLOBALS[(module, name)]
         except KeyError:
             raise UserError(
-                f"{self.path} is not a CIFAR-10 python batch: it asks to load {module}.{name}, "
+                f"{self.name} is not a CIFAR-10 python batch: it asks to load {module}.{name}, "
                 "and aerun only unpickles numpy arrays"
             ) from None
 
 
-def _unpickle(path: Path):
+def _unpickle(file, name: str):
+    """Unpickle an open binary file; `name` (a path, or archive:member) is what errors show."""
     try:
-        with open(path, "rb") as f:
-            return _CifarUnpickler(f, path).load()
+        return _CifarUnpickler(file, name).load()
     except UserError:
         raise
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot read {name}: {e.strerror or e}") from None
     except Exception as e:  # truncated or foreign bytes fail in many ways inside pickle and numpy
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise UserError(f"{path} is not a CIFAR-10 python batch: unpickling failed ({reason})") from None
+        raise UserError(f"{name} is not a CIFAR-10 python batch: unpickling failed ({reason})") from None
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(files: _CifarFiles, member: str) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, 3, 32, 32] and labels int64 [N] from one pickled batch."""
-    batch = _unpickle(path)
+    batch = files.unpickle(member)
+    path = files.name(member)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise UserError(f"{path} is not a CIFAR-10 python batch: expected a dict with b'data' and b'labels'")
     data = batch[b"data"]
@@ -360,31 +389,104 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels  # [N, 3072] -> [N, 3, 32, 32]
 
 
-def _load_cifar10(root: Path, download: bool) -> tuple[Split, Split, list[str]]:
-    folder = root / _CIFAR_FOLDER
+class _CifarFiles:
+    """The release's seven pickles in a folder: <root>/cifar-10-batches-py, or root itself."""
 
-    def missing() -> list[str]:
-        return [str(folder / f) for f in _CIFAR_FILES if not (folder / f).is_file()]
+    def __init__(self, folder: Path):
+        self.folder = folder
 
-    absent = missing()
-    if absent and download:
+    def missing(self) -> list[str]:
+        return [self.name(f) for f in _CIFAR_FILES if not (self.folder / f).is_file()]
+
+    def name(self, member: str) -> str:
+        return str(self.folder / member)
+
+    def unpickle(self, member: str):
+        try:
+            with open(self.folder / member, "rb") as f:
+                return _unpickle(f, self.name(member))
+        except OSError as e:
+            raise UserError(f"cannot read {self.name(member)}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        pass
+
+
+class _CifarArchive(_CifarFiles):
+    """The same pickles read straight out of the release archive, cifar-10-python.tar.gz."""
+
+    def __init__(self, archive: Path):
+        super().__init__(archive)
+        try:
+            self.tar = tarfile.open(archive, "r:gz")
+            self.members = {Path(m.name).name: m for m in self.tar.getmembers()
+                            if m.isfile() and Path(m.name).parent.name == _CIFAR_FOLDER}
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise UserError(f"{archive} is not a readable .tar.gz archive ({_reason(e)}); download it again") from None
+
+    def missing(self) -> list[str]:
+        return [self.name(f) for f in _CIFAR_FILES if f not in self.members]
+
+    def name(self, member: str) -> str:
+        return f"{self.folder}:{_CIFAR_FOLDER}/{member}"
+
+    def unpickle(self, member: str):
+        try:
+            with self.tar.extractfile(self.members[member]) as f:
+                return _unpickle(f, self.name(member))
+        except (tarfile.TarError, EOFError, zlib.error) as e:
+            raise UserError(f"{self.folder} is not a readable .tar.gz archive ({_reason(e)}); download it again") from None
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def _reason(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _find_cifar10(root: Path) -> tuple[_CifarFiles | None, list[str]]:
+    """The first complete source: torchvision's folder, root as that folder, then the release
+    archive in root or root as the archive. Else None and the missing files of the fuller folder."""
+    folders = [_CifarFiles(root / _CIFAR_FOLDER), _CifarFiles(root)]
+    for files in folders:
+        if not files.missing():
+            return files, []
+    for archive in (root / _CIFAR_ARCHIVE, root):
+        if archive.is_file() and archive.name.endswith((".tar.gz", ".tgz")):
+            files = _CifarArchive(archive)
+            absent = files.missing()
+            if absent:
+                files.close()
+                raise UserError(f"{archive} is not the CIFAR-10 python release: it lacks {', '.join(absent)}")
+            return files, []
+    return None, min((files.missing() for files in folders), key=len)
+
+
+def _load_cifar10(root: Path, download: bool) -> tuple[Split, Split, list[str], str]:
+    files, absent = _find_cifar10(root)
+    if files is None and download:
         _download("CIFAR10", "CIFAR-10", root)
-        absent = missing()
-    if absent:
-        raise UserError(f"CIFAR-10 not found under {root}: expected {', '.join(absent)}; {_missing_hint(download)}")
+        files, absent = _find_cifar10(root)
+    if files is None:
+        hint = ("the download did not leave them there" if download else
+                f"put them there (or {_CIFAR_ARCHIVE} in {root}), or set data.download=true")
+        raise UserError(f"CIFAR-10 not found under {root}: expected {', '.join(absent)}; {hint}")
+    try:
+        meta = files.unpickle("batches.meta")
+        names = meta.get(b"label_names") if isinstance(meta, dict) else None
+        if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, (bytes, str)) for n in names):
+            raise UserError(
+                f"{files.name('batches.meta')} is not CIFAR-10 metadata: expected b'label_names' with 10 names"
+            )
+        classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
-    meta = _unpickle(folder / "batches.meta")
-    names = meta.get(b"label_names") if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, (bytes, str)) for n in names):
-        raise UserError(
-            f"{folder / 'batches.meta'} is not CIFAR-10 metadata: expected b'label_names' with 10 names"
-        )
-    classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+        def split(members) -> Split:
+            parts = [_read_cifar_batch(files, m) for m in members]
+            images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+            labels = np.concatenate([p[1] for p in parts])
+            return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
-    def split(files) -> Split:
-        parts = [_read_cifar_batch(folder / f) for f in files]
-        images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
-        labels = np.concatenate([p[1] for p in parts])
-        return Split(torch.from_numpy(images), torch.from_numpy(labels))
-
-    return split(_CIFAR_TRAIN_FILES), split(["test_batch"]), classes
+        return split(_CIFAR_TRAIN_FILES), split(["test_batch"]), classes, str(files.folder)
+    finally:
+        files.close()

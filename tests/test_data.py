@@ -80,6 +80,47 @@ def test_fashion_mnist_reads_its_own_folder(tmp_path):
         load_dataset("mnist", tmp_path)
 
 
+def _move_files(src: Path, dst: Path, rename=lambda name: name) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in list(src.iterdir()):
+        f.rename(dst / rename(f.name))
+
+
+@pytest.mark.parametrize("layout", ["root-is-MNIST", "root-is-raw", "flat-folder", "MNIST-without-raw",
+                                    "kaggle-names"])
+def test_mnist_files_are_found_where_users_keep_them(tmp_path, layout):
+    """data.root may be torchvision's parent folder, the MNIST folder, its raw/, or any folder
+    holding the four files (also under the mirrors' dotted names, train-images.idx3-ubyte)."""
+    make_mnist_like(tmp_path / "tv", n_train=30, n_test=10)
+    raw = tmp_path / "tv" / "MNIST" / "raw"
+    root = {"root-is-MNIST": tmp_path / "tv" / "MNIST", "root-is-raw": raw}.get(layout, tmp_path / "mine")
+    if layout == "flat-folder":
+        _move_files(raw, root)
+    elif layout == "MNIST-without-raw":
+        _move_files(raw, root / "MNIST")
+    elif layout == "kaggle-names":
+        _move_files(raw, root, rename=lambda name: name.replace("-idx", ".idx"))
+    ds = load_dataset("mnist", root, val_size=0)
+    assert len(ds.train) == 30 and len(ds.test) == 10
+    expected = read_idx_reference(next(p for p in tmp_path.rglob("train*images*")))
+    np.testing.assert_array_equal(ds.train.images[:, 0].numpy(), expected)
+
+
+def test_mnist_and_fashion_mnist_folders_are_never_mistaken_for_each_other(tmp_path):
+    # the two datasets' files have the same names: pointing data.root at one's folder must
+    # not let the other dataset read it
+    make_mnist_like(tmp_path, folder="FashionMNIST", n_train=20, n_test=10)
+    make_mnist_like(tmp_path / "m", folder="MNIST", n_train=30, n_test=10)
+    for root in (tmp_path / "FashionMNIST", tmp_path / "FashionMNIST" / "raw"):
+        with pytest.raises(UserError, match="MNIST not found"):
+            load_dataset("mnist", root)
+        assert len(load_dataset("fashion_mnist", root, val_size=0).train) == 20
+    for root in (tmp_path / "m" / "MNIST", tmp_path / "m" / "MNIST" / "raw"):
+        with pytest.raises(UserError, match="FashionMNIST not found"):
+            load_dataset("fashion_mnist", root)
+        assert len(load_dataset("mnist", root, val_size=0).train) == 30
+
+
 def test_fixture_images_are_learnable_not_noise():
     # the class block is bright and the class mean images differ: a classifier has something to learn
     images, labels = mnist_like_arrays(200, np.random.default_rng(0))
@@ -173,6 +214,59 @@ def test_truncated_cifar_batch(tmp_path):
     with pytest.raises(UserError) as info:
         load_dataset("cifar10", tmp_path)
     assert_one_line(str(info.value), str(path), "is not a CIFAR-10 python batch")
+
+
+def _cifar_release_archive(tmp_path: Path, archive: Path, drop: str | None = None) -> Path:
+    """The release as downloaded: cifar-10-python.tar.gz holding cifar-10-batches-py/*."""
+    import tarfile
+
+    make_cifar10(tmp_path / "src", n_per_batch=10, n_test=20)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in sorted((tmp_path / "src" / "cifar-10-batches-py").iterdir()):
+            if f.name != drop:
+                tar.add(f, arcname=f"cifar-10-batches-py/{f.name}")
+    return tmp_path / "src" / "cifar-10-batches-py"
+
+
+@pytest.mark.parametrize("root_is", ["folder-with-archive", "archive-itself"])
+def test_cifar10_reads_the_release_archive_without_extracting_it(tmp_path, root_is):
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    extracted = _cifar_release_archive(tmp_path, archive)
+    ds = load_dataset("cifar10", archive.parent if root_is == "folder-with-archive" else archive, val_size=0)
+    reference = load_dataset("cifar10", extracted, val_size=0)  # root = the extracted folder itself
+    assert len(ds.train) == 50 and len(ds.test) == 20 and ds.classes == reference.classes
+    assert torch.equal(ds.train.images, reference.train.images) and torch.equal(ds.test.labels, reference.test.labels)
+    assert not (archive.parent / "cifar-10-batches-py").exists()  # nothing extracted to disk
+
+
+def test_cifar10_archive_that_is_broken_or_incomplete(tmp_path):
+    archive = tmp_path / "a" / "cifar-10-python.tar.gz"
+    _cifar_release_archive(tmp_path, archive, drop="test_batch")
+    with pytest.raises(UserError) as info:
+        load_dataset("cifar10", archive.parent)
+    assert_one_line(str(info.value), f"{archive} is not the CIFAR-10 python release", "test_batch")
+    archive.write_bytes(archive.read_bytes()[:3000])  # truncated mid-download
+    with pytest.raises(UserError) as info:
+        load_dataset("cifar10", archive.parent)
+    assert_one_line(str(info.value), str(archive), "download it again")
+
+
+def test_malicious_pickle_inside_the_archive_is_refused(tmp_path):
+    import tarfile
+
+    marker = tmp_path / "pwned"
+    extracted = _cifar_release_archive(tmp_path, tmp_path / "unused.tar.gz")
+    (extracted / "data_batch_2").write_bytes(pickle.dumps({b"data": _Payload(f"touch {marker}"), b"labels": [0]},
+                                                          protocol=4))
+    archive = tmp_path / "evil" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(extracted, arcname="cifar-10-batches-py")
+    with pytest.raises(UserError) as info:
+        load_dataset("cifar10", archive.parent)
+    assert_one_line(str(info.value), "cifar-10-python.tar.gz:cifar-10-batches-py/data_batch_2", "system")
+    assert not marker.exists()
 
 
 def test_missing_cifar_files_are_all_named(tmp_path):
