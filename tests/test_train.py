@@ -205,3 +205,30 @@ def test_bf16_on_a_cpu_without_native_bf16_is_called_slow(monkeypatch, caplog, n
     with caplog.at_level("WARNING", logger="aerun"):
         warn_slow_precision(torch.device(device), precision)
     assert ("emulated and slower than fp32" in caplog.text) == warned
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizer_is_fused_and_steps_as_the_plain_one_does(name):
+    import copy
+
+    from aerun.train import build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+    reference = copy.deepcopy(model)
+    start = model[0].weight.detach().clone()
+    settings = dict(name=name, lr=1e-2, weight_decay=1e-3, momentum=0.9)
+    fused = build_optimizer(model.parameters(), settings)
+    assert fused.defaults["fused"] is True  # CPU has fused kernels since torch 2.4
+    plain_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    extra = {"momentum": 0.9} if name == "sgd" else {}
+    plain = plain_class(reference.parameters(), lr=1e-2, weight_decay=1e-3, foreach=False, **extra)
+    for _ in range(5):
+        x = torch.randn(8, 20)
+        for net, optimizer in ((model, fused), (reference, plain)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    assert not torch.equal(model[0].weight, start)  # the steps did move the weights
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
