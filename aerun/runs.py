@@ -37,6 +37,10 @@ def check_run_dir(path: str | os.PathLike | None, key: str = "run",
     if not run.is_dir():
         raise UserError(f"{key}={path}: not a directory; pass the run directory that holds {CONFIG_FILE} and {BEST}")
     if not (run / CONFIG_FILE).is_file():
+        inside = runs_below(run)
+        if inside:  # a date folder or a sweep's folder: name the runs it holds
+            raise UserError(f"{key}={path}: not a run directory itself, but it holds {len(inside)} run(s); "
+                            f"pass one of them, e.g. the newest: {key}={inside[-1]}")
         raise UserError(f"{key}={path}: not an aerun run directory (no {CONFIG_FILE}); "
                         f"pass a directory written by 'aerun train'")
     wanted = (need_checkpoint,) if isinstance(need_checkpoint, str) else tuple(need_checkpoint or ())
@@ -45,6 +49,17 @@ def check_run_dir(path: str | os.PathLike | None, key: str = "run",
         hint = f" (it has {', '.join(others)})" if others else " (the run saved no weights yet)"
         raise UserError(f"{key}={path}: no {' or '.join(wanted)} in this run directory{hint}")
     return run
+
+
+def runs_below(folder: Path, depth: int = 3) -> list[Path]:
+    """Run directories (config.yaml and a checkpoint) up to `depth` levels below `folder`, oldest
+    first: what a user who passed a date folder or a sweep's folder meant."""
+    found, level = [], [folder]
+    for _ in range(depth):
+        level = [child for parent in level for child in sorted(parent.iterdir())
+                 if child.is_dir() and not child.name.startswith(".")]
+        found += [d for d in level if (d / CONFIG_FILE).is_file() and any((d / n).is_file() for n in (BEST, LAST))]
+    return sorted(found, key=lambda d: d.stat().st_mtime)
 
 
 def read_run_config(run: Path) -> dict:

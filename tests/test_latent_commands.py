@@ -151,6 +151,26 @@ def test_missing_best_checkpoint_is_one_line(ae2, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_a_folder_of_runs_names_its_newest_run(ae2, tmp_path):
+    """run= a date folder or a sweep's folder: the error names a run inside it to pass instead."""
+    import os
+    import shutil
+
+    sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
+    for job, age in (("0", 100), ("1", 0), ("2", 50)):
+        shutil.copytree(ae2, sweep / job, ignore=shutil.ignore_patterns(runs.TENSORBOARD))
+        stamp = (sweep / job).stat().st_mtime - age
+        os.utime(sweep / job, (stamp, stamp))
+    (sweep / ".hydra").mkdir()  # Hydra's own folder and a job that saved nothing are not runs
+    (sweep / "3").mkdir()
+    (sweep / "3" / runs.CONFIG_FILE).write_text("model: {}\n")
+    for folder in (sweep, tmp_path / "multirun"):
+        proc = run_aerun("encode", f"run={folder}", f"hydra.run.dir={tmp_path / 'out'}")
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (f"aerun: error: run={folder}: not a run directory itself, but it holds "
+                                       f"3 run(s); pass one of them, e.g. the newest: run={sweep / '1'}")
+
+
 def test_a_run_stopped_before_its_first_best_checkpoint_uses_last(ae2, tmp_path):
     """Interrupted in epoch 1, a run has last.pt but no best.pt: the commands still read it."""
     import shutil
