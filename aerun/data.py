@@ -260,7 +260,8 @@ def _load_mnist_like(root: Path, folder: str, download: bool) -> tuple[Split, Sp
         others = [str(d) for d in _mnist_folders(root, folder) if d != directory]
         also = f" (also looked in {', '.join(others)})" if others else ""
         hint = ("the download did not leave them there" if download else
-                "put the four files in one of those folders (plain or .gz), or set data.download=true")
+                "point data.root (or AERUN_DATA_ROOT) at the folder that holds the four files (plain or .gz), "
+                "or set data.download=true")
         raise UserError(f"{folder} not found under {root}: expected {', '.join(missing)}{also}; {hint}")
 
     splits = []
@@ -470,7 +471,8 @@ def _load_cifar10(root: Path, download: bool) -> tuple[Split, Split, list[str], 
         files, absent = _find_cifar10(root)
     if files is None:
         hint = ("the download did not leave them there" if download else
-                f"put them there (or {_CIFAR_ARCHIVE} in {root}), or set data.download=true")
+                f"point data.root (or AERUN_DATA_ROOT) at the folder that holds them or {_CIFAR_ARCHIVE}, "
+                "or set data.download=true")
         raise UserError(f"CIFAR-10 not found under {root}: expected {', '.join(absent)}; {hint}")
     try:
         meta = files.unpickle("batches.meta")
