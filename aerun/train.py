@@ -424,25 +424,25 @@ def _run_training(cfg: DictConfig, run_dir: Path, ctx: distributed.DistContext, 
             "rng": capture_rng_state(),
         }
 
+    def diverged(what: str) -> DivergenceError:
+        last = (f"last finite loss {last_finite_loss:.6g}" if last_finite_loss is not None
+                else "no finite loss was logged before it")
+        kept = (f"{run_dir / runs.LAST} keeps the last good weights" if (run_dir / runs.LAST).is_file()
+                else "no checkpoint had been written yet")
+        return DivergenceError(f"training diverged: {what} (epoch {epoch + 1}); {last}; {kept}. "
+                               f"Try a lower optim.lr (now {o['lr']:g}) or trainer.grad_clip=1.0")
+
     def check_finite(accumulator: EpochAccumulator) -> None:
         bad = accumulator.nonfinite()
         if bad is not None:
             step, terms = bad
-            last = f"{last_finite_loss:.6g}" if last_finite_loss is not None else "none yet"
-            raise DivergenceError(
-                f"training diverged: non-finite {', '.join(terms)} at step {step} (epoch {epoch + 1}); last finite "
-                f"loss {last}; {run_dir / runs.LAST} keeps the last good weights. Try a lower optim.lr "
-                f"(now {o['lr']:g}) or trainer.grad_clip=1.0")
+            raise diverged(f"non-finite {', '.join(terms)} at step {step}")
 
     def check_weights_finite() -> None:
         """Never let NaN weights replace a good checkpoint (one device read, at save time only)."""
         finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
         if not bool(finite):
-            last = f"{last_finite_loss:.6g}" if last_finite_loss is not None else "none yet"
-            raise DivergenceError(
-                f"training diverged: the weights became non-finite by step {global_step_box[0]} (epoch {epoch + 1}); "
-                f"last finite loss {last}; {run_dir / runs.LAST} keeps the last good weights. Try a lower optim.lr "
-                f"(now {o['lr']:g}) or trainer.grad_clip=1.0")
+            raise diverged(f"the weights became non-finite by step {global_step_box[0]}")
 
     def save(path: Path, state: dict) -> None:
         check_weights_finite()

@@ -157,9 +157,18 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path
         train(cfg, tmp_path)
     message = str(info.value)
     assert "\n" not in message and "non-finite" in message and "optim.lr" in message
+    assert f"{tmp_path / 'last.pt'} keeps the last good weights" in message
     state = load_checkpoint(tmp_path / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
+
+
+def test_divergence_before_any_checkpoint_does_not_promise_one(data_root, tmp_path):
+    cfg = compose("train", tiny_overrides(data_root, "model=cnn_ae", "optim.lr=1e6", "trainer.log_every_n_steps=1"))
+    with pytest.raises(DivergenceError) as info:
+        train(cfg, tmp_path)
+    assert "no checkpoint had been written yet" in str(info.value) and "keeps" not in str(info.value)
+    assert not (tmp_path / "last.pt").exists()
 
 
 def test_resume_refuses_a_changed_model_and_names_the_keys():
