@@ -51,10 +51,22 @@ def _jsonable(value):
     return str(value)
 
 
-def save_image_grid(tensor, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> None:
-    """A torchvision image grid, written atomically as PNG."""
-    from torchvision.utils import save_image
+GRID_TARGET_WIDTH = 1200  # px: a grid of 28-px digits is upscaled to about this width, at most 4x
 
+
+def grid_scale(width: int) -> int:
+    """The whole-number upscale that brings a grid `width` px wide near GRID_TARGET_WIDTH (1..4)."""
+    return min(4, max(1, GRID_TARGET_WIDTH // max(1, width)))
+
+
+def save_image_grid(tensor, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> None:
+    """A torchvision image grid, written atomically as PNG; small grids (MNIST's 28-px tiles)
+    are upscaled by a whole number with nearest-neighbour pixels, so they are readable when
+    opened as they are. The exact values stay in the .npy/.npz files written beside them."""
+    from torchvision.utils import make_grid, save_image
+
+    grid = make_grid(tensor.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
+    scale = grid_scale(grid.shape[-1])
+    grid = grid.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # [C, H*s, W*s]
     with atomic_path(path, suffix=".png") as tmp:
-        save_image(tensor.detach().float().cpu().clamp(0, 1), str(tmp), nrow=nrow, padding=padding,
-                   pad_value=pad_value, format="png")
+        save_image(grid, str(tmp), format="png")

@@ -778,11 +778,15 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None:
         import torchvision
 
-        high = max(float(load_before.split()[0]), float(load_after.split()[0])) if "unknown" not in (
-            load_before + load_after) else 0.0
-        note = (f"  \n  **Load was high ({high:.1f} on {os.cpu_count()} cores): other jobs shared the CPU; "
-                f"absolute numbers are low, ratios within one process are the robust output.**"
-                if high > 0.5 * (os.cpu_count() or 1) + 0.5 else "")
+        # The load average counts this script's own threads, so it says little; what matters is
+        # whether a row had to fall back on repeats taken while other processes used the CPU.
+        loaded = [k for k, m in [*results.items(), *process.items()]
+                  if len(m.quiet()) < min(min_quiet, len(m.values))]
+        note = (f"  \n  **{len(loaded)} row(s) had too few quiet repeats and use repeats taken under load "
+                f"({', '.join(loaded[:6])}{', ...' if len(loaded) > 6 else ''}): their absolute numbers are low; "
+                "ratios within one process are the robust output.**" if loaded else
+                "  \n  (the load average includes this script's own threads; every median uses only repeats "
+                "taken while other processes were quiet)")
         command = "python benchmarks/train_throughput.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
                                                               if (argv if argv is not None else sys.argv[1:]) else "")
         meta = {"command": command.strip(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -23,7 +23,10 @@ TILE = 28 + 2  # a 28x28 tile and its 2-pixel padding in an image grid
 
 
 def _grid_size(cols: int, rows: int) -> tuple[int, int]:
-    return (cols * TILE + 2, rows * TILE + 2)
+    """A grid of 28-px tiles with 2-px padding, upscaled as aerun.io.save_image_grid does."""
+    width, height = cols * TILE + 2, rows * TILE + 2
+    scale = min(4, max(1, 1200 // width))
+    return (width * scale, height * scale)
 
 
 def _train(data_root, tmp_path_factory, *extra):
@@ -365,3 +368,21 @@ def test_generate_option_errors(ae2, tmp_path):
         generate(_cfg("generate", ae2, "n=0"), tmp_path)
     with pytest.raises(UserError, match="generate.components: must be >= 1"):
         generate(_cfg("generate", ae2, "generate.components=0"), tmp_path)
+
+
+@pytest.mark.parametrize("tiles, size, nrow, scale", [(64, 28, 8, 4), (10, 28, 10, 3), (32, 28, 16, 2),
+                                                      (16, 32, 16, 2), (8, 200, 16, 1)])
+def test_image_grids_are_upscaled_by_a_whole_number_and_keep_every_pixel(tmp_path, tiles, size, nrow, scale):
+    from torchvision.utils import make_grid
+
+    from aerun.io import save_image_grid
+
+    images = torch.rand(tiles, 3, size, size, generator=torch.Generator().manual_seed(0))
+    save_image_grid(images, tmp_path / "grid.png", nrow=nrow)
+    expected = make_grid(images, nrow=nrow, padding=2, pad_value=1.0).mul(255).add(0.5).clamp(0, 255).byte()
+    with Image.open(tmp_path / "grid.png") as image:
+        saved = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)  # [3, H, W]
+    assert saved.shape[1:] == (expected.shape[1] * scale, expected.shape[2] * scale)
+    for dy in range(scale):  # every pixel is a scale x scale block of one grid pixel
+        for dx in range(scale):
+            assert torch.equal(saved[:, dy::scale, dx::scale], expected)
