@@ -93,7 +93,8 @@ def load_dataset(
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
 ) -> ImageDataset:
-    """Decode `name` from torchvision's layout under `root` into CPU uint8 tensors.
+    """Decode `name` from torchvision's layout under `root` (or the other places users keep the
+    files: see `_mnist_folders` and `_find_cifar10`) into CPU uint8 tensors.
 
     `val_size` < 1 is a fraction of the training images, >= 1 a count; the split is a
     seeded permutation, so the same seed gives the same split. `max_train_samples` and
@@ -228,7 +229,7 @@ def _idx_candidates(directory: Path, stem: str) -> list[Path]:
     return [directory / name for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz")]
 
 
-def _load_mnist_like(root: Path, folder: str, download: bool) -> tuple[Split, Split]:
+def _load_mnist_like(root: Path, folder: str, download: bool) -> tuple[Split, Split, Path]:
     stems = {
         (split, kind): f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
         for split, prefix in (("train", "train"), ("test", "t10k"))
