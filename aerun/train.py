@@ -58,8 +58,10 @@ def prepare_overrides(overrides: list[str], multirun: bool) -> list[str]:
     saved = run / ".hydra" / "overrides.yaml"
     previous = []
     if saved.is_file():
+        # trainer.kill_at_step is a one-shot crash for testing recovery: re-applied, the resumed
+        # run would kill itself again at the same step
         previous = [o for o in OmegaConf.to_container(OmegaConf.load(saved))
-                    if not o.split("=", 1)[0].lstrip("+~").startswith(("hydra", "resume"))]
+                    if not o.split("=", 1)[0].lstrip("+~").startswith(("hydra", "resume", "trainer.kill_at_step"))]
     return previous + [o for o in overrides if not o.split("=", 1)[0].startswith("hydra.run.dir")] + \
         [f"hydra.run.dir={run}"]
 
