@@ -85,8 +85,8 @@ def evaluate_run(cfg: dict) -> dict:
     loaded = runs.load_run(cfg["run"], device=device)
     model, run_cfg = loaded.model, loaded.config
     d = run_cfg["data"]
-    root = cfg["data"]["root"] or d["root"]
-    if not Path(str(root)).expanduser().is_dir():
+    root = runs.data_root(loaded.path, d["root"], cfg["data"]["root"] or None)
+    if not Path(str(root)).expanduser().exists():  # a folder, or CIFAR-10's release archive itself
         where = "data.root" if cfg["data"]["root"] else f"the run's data.root ({root})"
         raise UserError(f"{where}: no such directory; pass data.root=<the folder that holds {d['name']}>")
     max_test = opts["max_test_samples"] or d.get("max_test_samples")

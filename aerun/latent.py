@@ -90,7 +90,7 @@ def load_data(cfg, loaded: runs.LoadedRun):
     from aerun.data import load_dataset
 
     d, seed = loaded.config["data"], loaded.config.get("seed", 0)
-    root = cfg.data.root if cfg.data.root is not None else d["root"]
+    root = runs.data_root(loaded.path, d["root"], cfg.data.root)
     try:
         dataset = load_dataset(d["name"], root, download=False, val_size=d.get("val_size", 0.1), seed=seed,
                                max_train_samples=d.get("max_train_samples"),

@@ -227,6 +227,26 @@ def test_projector_entries_of_two_splits_are_both_kept(ae8, tmp_path):
     assert len(tensors.read_text().splitlines()) == 50
 
 
+def test_a_relative_data_root_is_read_from_where_the_run_was_trained(data_root, tmp_path):
+    """`aerun train data.root=data` in one folder, then the latent commands and evaluate from
+    another: the run's relative data.root resolves against the folder it was trained in."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "data").symlink_to(data_root, target_is_directory=True)
+    overrides = [o for o in tiny_overrides(data_root, "model=linear_ae") if not o.startswith("data.root=")]
+    run_dir = project / "outputs" / "run"
+    run_aerun("train", "data.root=data", *overrides, f"hydra.run.dir={run_dir}", cwd=project, check=True)
+    proc = run_aerun("encode", str(run_dir), f"hydra.run.dir={elsewhere / 'enc'}", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert f"is relative to {project}" in proc.stdout + proc.stderr
+    assert np.load(elsewhere / "enc" / "codes.npz")["codes"].shape == (N_TEST, 2)
+    proc = run_aerun("evaluate", str(run_dir), "evaluate.max_test_samples=32", f"hydra.run.dir={elsewhere / 'ev'}",
+                     cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert (elsewhere / "ev" / "evaluation.json").is_file()
+
+
 def test_missing_data_says_so(ae2, tmp_path):
     with pytest.raises(UserError, match=r"cannot load the mnist data this run was trained on "
                                         r"\(data.root=/nonexistent\).*pass data.root="):
