@@ -54,10 +54,15 @@ def check_run_dir(path: str | os.PathLike | None, key: str = "run",
 def runs_below(folder: Path, depth: int = 3) -> list[Path]:
     """Run directories (config.yaml and a checkpoint) up to `depth` levels below `folder`, oldest
     first: what a user who passed a date folder or a sweep's folder meant."""
+    def subfolders(parent: Path) -> list[Path]:
+        try:
+            return [c for c in sorted(parent.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        except OSError:  # unreadable: nothing to suggest from there
+            return []
+
     found, level = [], [folder]
     for _ in range(depth):
-        level = [child for parent in level for child in sorted(parent.iterdir())
-                 if child.is_dir() and not child.name.startswith(".")]
+        level = [child for parent in level for child in subfolders(parent)]
         found += [d for d in level if (d / CONFIG_FILE).is_file() and any((d / n).is_file() for n in (BEST, LAST))]
     return sorted(found, key=lambda d: d.stat().st_mtime)
 
