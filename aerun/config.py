@@ -412,6 +412,7 @@ class EncodeConfig:
 class GenerateOptions:
     components: int = 10  # sampler=gmm: Gaussian mixture components
     nrow: Optional[int] = None  # images per row of samples.png; null: a square grid
+    grid_max: int = 256  # samples.png shows the first grid_max samples; samples.npy holds all n
 
 
 @dataclass

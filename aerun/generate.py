@@ -33,6 +33,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"generate.components: must be >= 1, got {cfg.generate.components}")
     if cfg.generate.nrow is not None and cfg.generate.nrow < 1:
         raise UserError(f"generate.nrow: must be >= 1 or null, got {cfg.generate.nrow}")
+    if cfg.generate.grid_max < 1:
+        raise UserError(f"generate.grid_max: must be >= 1, got {cfg.generate.grid_max}")
     if latent.enum_value(cfg.sampler) == "prior":
         info = latent.peek_model(run)
         if not info.is_variational:
@@ -72,9 +74,12 @@ def generate(cfg: DictConfig, out_dir: str | Path) -> dict:
     images = latent.decode_codes(model, codes, cfg.batch_size, device)  # [n, C, H, W] in [0, 1]
 
     latent.save_npy(out_dir / "samples.npy", images.numpy().astype(np.float32))
-    nrow = cfg.generate.nrow or latent.grid_nrow(cfg.n)
-    save_image_grid(images, out_dir / "samples.png", nrow=nrow)
-    latent.report([(out_dir / "samples.png", f"{cfg.n} samples, {nrow} per row; z from {source}"),
+    # n = 100,000 for a metric would make a 90-megapixel grid: the PNG shows the first grid_max
+    shown = min(cfg.n, cfg.generate.grid_max)
+    nrow = cfg.generate.nrow or latent.grid_nrow(shown)
+    save_image_grid(images[:shown], out_dir / "samples.png", nrow=nrow)
+    what = f"{cfg.n} samples" if shown == cfg.n else f"the first {shown} of {cfg.n} samples (generate.grid_max)"
+    latent.report([(out_dir / "samples.png", f"{what}, {nrow} per row; z from {source}"),
                    (out_dir / "samples.npy", f"float32 {list(images.shape)} in [0, 1]")])
     log.info("generated %d images with sampler=%s in %.1f s", cfg.n, sampler, time.time() - started)
     return {"samples": out_dir / "samples.npy", "grid": out_dir / "samples.png", "sampler": sampler,

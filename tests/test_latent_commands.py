@@ -406,3 +406,11 @@ def test_image_grids_are_upscaled_by_a_whole_number_and_keep_every_pixel(tmp_pat
     for dy in range(scale):  # every pixel is a scale x scale block of one grid pixel
         for dx in range(scale):
             assert torch.equal(saved[:, dy::scale, dx::scale], expected)
+
+
+def test_many_samples_go_to_the_array_and_the_grid_shows_the_first(ae2, tmp_path):
+    result = generate(_cfg("generate", ae2, "n=300", "generate.grid_max=25"), tmp_path)
+    assert np.load(result["samples"]).shape == (300, 1, 28, 28)
+    assert _png_size(tmp_path / "samples.png") == _grid_size(5, 5)
+    with pytest.raises(UserError, match="generate.grid_max: must be >= 1"):
+        generate(_cfg("generate", ae2, "generate.grid_max=0"), tmp_path / "bad")
