@@ -270,11 +270,13 @@ def evaluate(
             inputs = apply_noise(target, noise_kind, noise_level, generator) if noise_kind != "none" else target
             with autocast(device, precision):
                 out = model(inputs)
+                # a VAE's metrics decode the mean code; under autocast too, as mu is bf16/fp16 there
+                mean_raw = model.decode_raw(out["mu"]) if "mu" in out else out["recon"]
             terms = model.objective(out, target, recon_loss)
             b = target.shape[0]
             for name, value in terms.items():
                 add(name, value.float() * b)
-            mean_image = model.to_image(model.decode_raw(out["mu"]) if "mu" in out else out["recon"]).float()
+            mean_image = model.to_image(mean_raw).float()
             mse_per_image = (mean_image - target).square().flatten(1).mean(1)
             add("mse", mse_per_image.sum())
             add("psnr", (-10 * torch.log10(mse_per_image.clamp_min(1e-10))).sum())

@@ -150,6 +150,16 @@ def test_trainer_options(trained_run, extra):
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["mse"] < 0.5
 
 
+@pytest.mark.parametrize("model", ["vae", "conv_vae", "mlp_ae"])
+def test_bf16_trains_and_evaluates_every_family(trained_run, model):
+    """A VAE's evaluation decodes its mean code, which autocast makes bf16: it once crashed
+    there (mat1 and mat2 must have the same dtype)."""
+    metrics = json.loads((trained_run(f"model={model}", "trainer.precision=bf16") / "metrics.json").read_text())
+    assert 0 < metrics["test"]["mse"] < 0.5
+    if model != "mlp_ae":
+        assert metrics["test"]["elbo"] < 0
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
     cfg = compose("train", tiny_overrides(data_root, "model=cnn_ae", "optim.lr=1e6", "trainer.max_epochs=3",
                                           "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"))
