@@ -66,8 +66,10 @@ def interpolate(cfg: DictConfig, out_dir: str | Path) -> dict:
     return result
 
 
-def pick_index(split, classes: list[str], split_name: str, end: str, index, label, default: int) -> int:
-    """The image index of one end: by index, by class (its first image), or the default."""
+def pick_index(split, classes: list[str], split_name: str, end: str, index, label, default: int,
+               avoid: int | None = None) -> int:
+    """The image index of one end: by index, by class (its first image other than `avoid`, so
+    from_class=3 to_class=3 goes between two different 3s), or the default."""
     n = len(split)
     if label is not None:
         label = str(label)
@@ -77,10 +79,11 @@ def pick_index(split, classes: list[str], split_name: str, end: str, index, labe
             number = int(label)  # a class number, e.g. 5 for FashionMNIST's Sandal
         else:
             raise UserError(f"{end}_class={label}: no such class; classes are {', '.join(classes)}")
-        found = (split.labels == number).nonzero()  # [K, 1]
-        if len(found) == 0:
+        found = (split.labels == number).nonzero()[:, 0].tolist()
+        if not found:
             raise UserError(f"{end}_class={label}: the {split_name} split has no image of class {classes[number]}")
-        return int(found[0, 0])
+        others = [i for i in found if i != avoid]
+        return others[0] if others else found[0]
     index = default if index is None else int(index)
     if not 0 <= index < n:
         raise UserError(f"{end}_index={index}: out of range; the {split_name} split has {n} images "
@@ -97,7 +100,8 @@ def _pair(cfg, loaded, device, out_dir: Path) -> dict:
     dataset = latent.load_data(cfg, loaded)
     split = latent.get_split(dataset, split_name)
     i0 = pick_index(split, dataset.classes, split_name, "from", cfg.from_index, cfg.from_class, 0)
-    i1 = pick_index(split, dataset.classes, split_name, "to", cfg.to_index, cfg.to_class, min(1, len(split) - 1))
+    i1 = pick_index(split, dataset.classes, split_name, "to", cfg.to_index, cfg.to_class, min(1, len(split) - 1),
+                    avoid=i0)
     ends = torch.as_tensor(latent.encode_images(model, split.images[[i0, i1]], 2, device)["codes"])  # [2, D]
     codes = interpolate_codes(ends[0], ends[1], cfg.steps, method)  # [steps, D]
     images = latent.decode_codes(model, codes, cfg.batch_size, device)  # [steps, C, H, W]

@@ -343,6 +343,10 @@ def test_interpolate_by_class_picks_the_first_image_of_each(ae2, tmp_path):
     result = interpolate(_cfg("interpolate", ae2, "from_class=2", "to_class=9"), tmp_path)
     labels = latent.load_data(_cfg("interpolate", ae2), runs.load_run(ae2)).test.labels
     assert result["indices"] == (int(torch.nonzero(labels == 2)[0]), int(torch.nonzero(labels == 9)[0]))
+    # the same class at both ends: its first and second image, not one image to itself
+    result = interpolate(_cfg("interpolate", ae2, "from_class=4", "to_class=4"), tmp_path / "same")
+    fours = torch.nonzero(labels == 4)[:, 0].tolist()
+    assert result["indices"] == (fours[0], fours[1])
 
 
 def test_manifold_of_a_plain_ae_spans_the_codes_range(ae2, tmp_path):
