@@ -98,25 +98,24 @@ def data_root(run: Path, saved_root: str, override: str | None = None) -> str:
     """Where to read the run's dataset: data.root if the user gave one, else the run's own.
 
     A relative data.root (`data.root=../shared/datasets`) was relative to the folder
-    `aerun train` ran in, which Hydra records in .hydra/hydra.yaml; when it does not resolve
-    from here, it is read from there, so the latent commands work from any folder."""
+    `aerun train` ran in, which Hydra records in .hydra/hydra.yaml; it is read from there
+    while that folder has it (so the latent commands work from any folder), else from here."""
     if override is not None:
         return str(override)
     root = Path(str(saved_root)).expanduser()
-    if root.is_absolute() or root.exists():
+    if root.is_absolute():
         return str(saved_root)
-    hydra_file = run / ".hydra" / "hydra.yaml"
     try:
         from omegaconf import OmegaConf
 
-        train_cwd = OmegaConf.load(hydra_file).hydra.runtime.cwd
-    except Exception:  # noqa: BLE001 - no or unreadable hydra.yaml: keep the root as it was
+        train_cwd = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.cwd
+    except Exception:  # noqa: BLE001 - no or unreadable hydra.yaml: relative to here, as given
         return str(saved_root)
-    moved = Path(str(train_cwd)) / root
-    if moved.exists():
+    trained_from = Path(str(train_cwd)) / root
+    if trained_from.exists() and trained_from.resolve() != root.resolve():
         log.info("the run's data.root=%s is relative to %s, where it was trained: reading %s",
-                 saved_root, train_cwd, moved)
-        return str(moved)
+                 saved_root, train_cwd, trained_from)
+        return str(trained_from)
     return str(saved_root)
 
 
