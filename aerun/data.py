@@ -188,6 +188,11 @@ def _split_validation(train: Split, val_size: float, seed: int) -> tuple[Split, 
 # --- download ---------------------------------------------------------------------------
 
 
+def _reason(e: Exception) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _download(torchvision_class: str, display: str, root: Path) -> None:
     """Fetch the files with torchvision (imported here only: reading never needs it)."""
     try:
@@ -195,7 +200,7 @@ def _download(torchvision_class: str, display: str, root: Path) -> None:
 
         getattr(torchvision.datasets, torchvision_class)(str(root), train=True, download=True)
     except Exception as e:  # no network, a full disk, a moved mirror: all the user's to fix
-        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = _reason(e)
         if len(reason) > 300:
             reason = reason[:300] + "..."
         raise UserError(
@@ -361,8 +366,7 @@ def _unpickle(file, name: str):
     except OSError as e:
         raise UserError(f"cannot read {name}: {e.strerror or e}") from None
     except Exception as e:  # truncated or foreign bytes fail in many ways inside pickle and numpy
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise UserError(f"{name} is not a CIFAR-10 python batch: unpickling failed ({reason})") from None
+        raise UserError(f"{name} is not a CIFAR-10 python batch: unpickling failed ({_reason(e)})") from None
 
 
 def _read_cifar_batch(files: _CifarFiles, member: str) -> tuple[np.ndarray, np.ndarray]:
@@ -441,10 +445,6 @@ class _CifarArchive(_CifarFiles):
 
     def close(self) -> None:
         self.tar.close()
-
-
-def _reason(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _find_cifar10(root: Path) -> tuple[_CifarFiles | None, list[str]]:

@@ -202,7 +202,7 @@ def resolve_device(name: str):
 
 def warn_slow_precision(device, precision: str) -> None:
     """bf16 on a CPU without native bf16 (AVX-512 BF16 / AMX) is emulated: cnn_ae steps measured
-    4.5x slower than fp32 here under ONEDNN_MAX_CPU_ISA=AVX2, so say so, not let it pass as a speed-up."""
+    4.9x slower than fp32 under ONEDNN_MAX_CPU_ISA=AVX2 (benchmarks/cpu_options.py), so say so."""
     import torch
 
     if precision != "bf16" or device.type != "cpu":
@@ -218,8 +218,8 @@ def warn_slow_precision(device, precision: str) -> None:
 
 def build_optimizer(params, optim: dict):
     """The optimizer, fused where torch has a fused kernel for the parameters' device: one
-    kernel for the whole update instead of a chain of foreach ops. On this CPU fused Adam
-    made a linear_ae step 1.21x and a cnn_ae step 1.07x faster (same update, to rounding)."""
+    kernel for the whole update instead of a chain of foreach ops. On this CPU fused Adam made
+    a linear_ae step 1.25x and a cnn_ae step 1.05x faster (benchmarks/cpu_options.py)."""
     import torch
 
     params = list(params)

@@ -23,3 +23,11 @@ def test_throughput_benchmark_quick_run(data_root, tmp_path):
     assert "| aerun_help |" in proc.stdout
     after = results.stat().st_mtime_ns if results.exists() else None
     assert after == before  # a --quick run never overwrites the recorded results
+
+
+def test_cpu_options_benchmark_prints_both_rows():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_options.py"), "--models", "linear_ae",
+                           "--steps", "2", "--repeats", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| fused |") or line.startswith("| bf16 |")]
+    assert len(rows) == 2 and all(float(r.strip("| ").split("|")[-1]) > 0 for r in rows), proc.stdout
