@@ -7,6 +7,7 @@ Python (no DictConfig, no pickled classes), so a weights-only load can read it.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -17,15 +18,19 @@ import torch
 
 from aerun import __version__
 from aerun.errors import UserError
-from aerun.io import atomic_path
+from aerun.io import write_bytes
 
-FORMAT = "aerun-checkpoint-v1"
+FORMAT = "aerun-checkpoint-v2"  # v2: `optimizers` / `schedulers` by name (v1: one `optimizer`, `scheduler`)
+READABLE_FORMATS = ("aerun-checkpoint-v1", FORMAT)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Serialise in memory, then write atomically: a full disk is an OSError of an ordinary
+    write (torch.save's own writer turns it into an opaque RuntimeError), and the old file stays."""
     state = dict(state, format=FORMAT, aerun_version=__version__, torch_version=str(torch.__version__))
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getbuffer(), point="checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -52,7 +57,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except Exception as exc:  # noqa: BLE001 - any other failure to parse is a broken file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint {path} is truncated or corrupt ({first})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS or "model" not in state:
         raise UserError(f"{path} is not an aerun checkpoint (no '{FORMAT}' marker); "
                         f"pass a run directory written by 'aerun train'")
     return state
@@ -101,3 +106,31 @@ def _python_state_to_plain(state):
 
 def _plain_to_python_state(plain):
     return plain["version"], tuple(plain["internal"]), plain["gauss"]
+
+
+# ----------------------------------------------------------------------------- a run's checkpoints
+class RunCheckpoints:
+    """`last.pt` and `best.pt` of a run directory, as the training loop saves them: the train
+    state plus what rebuilds the run on its own (config, input shape, RNG states). Only the
+    process that owns the directory (DDP rank 0) writes."""
+
+    def __init__(self, paths: dict[str, Path], config: dict, input_shape, params: int, writes: bool = True):
+        self.paths = paths  # role ("last", "best") -> file
+        self.config, self.input_shape, self.params, self.writes = config, list(input_shape), params, writes
+
+    @property
+    def last_exists(self) -> bool:
+        return self.paths["last"].is_file()
+
+    def save(self, state, role: str) -> None:
+        if not self.writes:
+            return
+        from aerun import faults
+
+        faults.at("checkpoint")
+        save_checkpoint(self.paths[role], dict(state.state_dict(), config=self.config, input_shape=self.input_shape,
+                                               params=self.params, rng=capture_rng_state()))
+
+    def describe_last(self) -> str:
+        return (f"{self.paths['last']} keeps the last good weights" if self.last_exists
+                else "no checkpoint had been written yet")

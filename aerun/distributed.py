@@ -111,8 +111,9 @@ def wrap(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torc
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-class NullWriter:
-    """Stands in for SummaryWriter on ranks other than 0: they write nothing."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+def steps_per_epoch(ctx: DistContext, n_train: int, global_batch: int) -> int:
+    """DDP drops the last incomplete global batch, so every rank takes equal slices."""
+    steps = n_train // global_batch
+    if steps == 0:
+        raise UserError(f"trainer.batch_size={global_batch} is larger than the training split ({n_train} images)")
+    return steps

@@ -1,4 +1,5 @@
-"""Run directories: what `aerun train` leaves, and how other commands read it back.
+"""Run directories: what `aerun train` leaves, how its lifecycle is recorded (the lock, the
+status file), and how other commands read a run back.
 
 A run directory holds `config.yaml` (the resolved config), `last.pt` and `best.pt`,
 `metrics.json`, `status.json` and `tensorboard/`. Commands that read a run never
@@ -10,10 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aerun.errors import UserError
+from aerun.errors import AerunError, Interrupted, UserError
 
 log = logging.getLogger("aerun.runs")
 
@@ -24,8 +28,109 @@ WEIGHTS = (BEST, LAST)  # need_checkpoint=WEIGHTS: either will do (load_run fall
 METRICS = "metrics.json"
 STATUS = "status.json"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
 
 
+# ----------------------------------------------------------------------------- lifecycle
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of a live process that holds `run_dir`'s lock, or None."""
+    try:
+        pid = int((Path(run_dir) / LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid and pid != os.getpid() and pid_alive(pid) else None
+
+
+def refuse_if_in_use(run_dir: Path) -> None:
+    pid = lock_holder(run_dir)
+    if pid is not None:
+        raise UserError(f"run directory {run_dir} is in use by another aerun process (pid {pid}); "
+                        f"wait for it or choose another directory")
+
+
+class RunLock:
+    """One process per run directory: a second `aerun train` on it is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                refuse_if_in_use(self.path.parent)
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise UserError(f"could not lock run directory {self.path.parent}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def write_status(run_dir: Path, status: str, **extra) -> None:
+    """status.json: running / ok / failed / interrupted, with what the run wants to say."""
+    from aerun.io import write_json
+
+    previous = read_json(Path(run_dir) / STATUS) or {}
+    previous.update(extra, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(Path(run_dir) / STATUS, previous)
+
+
+class Lifecycle:
+    """What `lifecycle` records when the run ends well."""
+
+    objective: dict | None = None
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (UserError, Interrupted)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def lifecycle(run_dir: Path, overrides: list[str] | None):
+    """Hold the run directory (lock) and keep status.json honest however the run ends:
+    running while it trains, then ok, failed (with the one-line reason) or interrupted."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        write_status(run_dir, "running", overrides=overrides or [], pid=os.getpid(), host=socket.gethostname())
+        life = Lifecycle()
+        try:
+            yield life
+        except (Interrupted, KeyboardInterrupt) as exc:
+            _final_status(run_dir, "interrupted", reason=one_line(exc) or "interrupted")
+            raise
+        except BaseException as exc:
+            _final_status(run_dir, "failed", reason=one_line(exc)[:500])
+            raise
+        _final_status(run_dir, "ok", objective=life.objective)
+
+
+def _final_status(run_dir: Path, status: str, **extra) -> None:
+    """The last status write; a disk that refuses it must not hide why the run ended."""
+    try:
+        write_status(run_dir, status, **extra)
+    except (OSError, AerunError) as exc:
+        log.warning("could not record status %s in %s: %s", status, run_dir / STATUS, exc)
+
+
+# ----------------------------------------------------------------------------- reading runs
 def check_run_dir(path: str | os.PathLike | None, key: str = "run",
                   need_checkpoint: str | tuple[str, ...] | None = BEST) -> Path:
     """A run directory written by `aerun train`, or a one-line UserError saying what is wrong."""
@@ -83,15 +188,42 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def build_model(model_cfg: dict, input_shape):
-    """Instantiate the model class named by `_target_` with the config's arguments."""
-    from hydra.utils import instantiate
 
-    try:
-        return instantiate(dict(model_cfg), input_shape=tuple(input_shape), _convert_="all")
-    except Exception as exc:  # noqa: BLE001 - a bad _target_ or argument is a config problem
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model: cannot build {model_cfg.get('_target_')}: {message}") from None
+# ----------------------------------------------------------------------------- stored configs
+OLD_OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+OLD_SCHEDULERS = {  # aerun-checkpoint-v1's optim.scheduler names and the keys that went with them
+    "none": {"_target_": None, "_partial_": True, "interval": "epoch"},
+    "cosine": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "interval": "step",
+               "T_max": None, "eta_min": ("min_lr", 0.0)},
+    "step": {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "interval": "epoch",
+             "step_size": ("step_size_epochs", 10), "gamma": ("gamma", 0.1)},
+}
+VARIATIONAL_TARGETS = ("aerun.models.VAE", "aerun.models.ConvVAE")
+
+
+def upgrade_config(config: dict) -> dict:
+    """A run config as this version writes it. Runs trained before the optimizer became a
+    `_target_` (aerun-checkpoint-v1) named it `optim.name` with flat scheduler keys, carried
+    the test-only trainer.kill_at_step, and stored an unused model.sparsity for VAEs."""
+    config = json.loads(json.dumps(config))  # a deep copy of plain data
+    optim = config.get("optim") or {}
+    if "name" in optim and "_target_" not in optim:
+        old = dict(optim)
+        optim = {"_target_": OLD_OPTIMIZERS[old["name"]], "lr": old["lr"], "weight_decay": old["weight_decay"],
+                 "l1_weight": old.get("l1_weight", 0.0)}
+        if old["name"] == "sgd":
+            optim["momentum"] = old.get("momentum", 0.9)
+        scheduler = dict(OLD_SCHEDULERS[old.get("scheduler", "none")])
+        for key, value in scheduler.items():
+            if isinstance(value, tuple):
+                scheduler[key] = old.get(value[0], value[1])
+        optim["scheduler"] = scheduler
+        config["optim"] = optim
+    (config.get("trainer") or {}).pop("kill_at_step", None)
+    model = config.get("model") or {}
+    if model.get("_target_") in VARIATIONAL_TARGETS:
+        model.pop("sparsity", None)
+    return config
 
 
 def data_root(run: Path, saved_root: str, override: str | None = None) -> str:
@@ -137,6 +269,7 @@ def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedR
 
     A run interrupted before its first epoch ended has no best.pt yet; its last.pt is used
     instead, with a warning, so the latent commands work on any run that saved weights."""
+    from aerun.build import build_model
     from aerun.checkpoint import load_checkpoint
 
     run = check_run_dir(path, key=key, need_checkpoint=WEIGHTS if which == BEST else which)
@@ -148,6 +281,7 @@ def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedR
     input_shape = checkpoint.get("input_shape")
     if input_shape is None:
         raise UserError(f"{run / which} has no input_shape; it was not written by this version of aerun")
+    config = upgrade_config(config)
     model = build_model(config["model"], input_shape)
     try:
         model.load_state_dict(checkpoint["model"])

@@ -29,9 +29,9 @@ def make_step(model_name: str, fused: bool, bf16: bool, channels_last: bool):
     import torch
 
     import aerun.engine  # noqa: F401 - flushes denormals, as in `aerun train`
-    from aerun.cli import _compose
+    from aerun.build import build_model
     from aerun.config import to_plain
-    from aerun.runs import build_model
+    from aerun.precheck import compose as _compose
 
     plain = to_plain(_compose("train", [f"model={model_name}"]))
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def make_step(model_name: str, fused: bool, bf16: bool, channels_last: bool):
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            raw = model(x)["recon"]
+            raw = model(x).recon
         loss = torch.nn.functional.binary_cross_entropy_with_logits(raw.float(), x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -252,8 +252,8 @@ class Shared:
 def compose_plain(model: str, variant: str, shared: Shared) -> dict:
     key = (model, variant)
     if key not in shared.configs:
-        from aerun.cli import _compose
         from aerun.config import to_plain
+        from aerun.precheck import compose as _compose
 
         overrides = [f"model={model}", f"data.root={shared.data_root}", f"trainer.device={shared.device.type}",
                      *VARIANTS[variant]]
@@ -267,7 +267,7 @@ class ThroughputRow:
     def __init__(self, row_id: str, shared: Shared):
         import torch
 
-        from aerun.runs import build_model
+        from aerun.build import build_model
 
         self.id = row_id
         model_name, self.variant, self.kind = row_id.split("/")
@@ -310,7 +310,7 @@ class ThroughputRow:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            recon = self.model.to_image(self.forward(images)["recon"])
+            recon = self.model.to_image(self.forward(images).recon)
             loss = self.criterion(recon.float(), images)
         self.optimizer.zero_grad()
         self.scaler.scale(loss).backward()
@@ -332,54 +332,50 @@ class ThroughputRow:
 
     # (b) ---------------------------------------------------------------------------
     def _setup_b(self):
-        import torch
+        import contextlib
 
-        from aerun.engine import StepConfig
-        from aerun.train import build_optimizer
+        from aerun import distributed
+        from aerun.commands.train import build_loop
 
-        t, d, o = self.plain["trainer"], self.plain["data"], self.plain["optim"]
-        self.optimizer = build_optimizer(self.model.parameters(), o)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t["precision"] == "16-mixed")
-        self.step_cfg = StepConfig(batch_size=t["batch_size"], recon_loss=self.recon_loss, precision=t["precision"],
-                                   grad_clip=t["grad_clip"], l1_weight=o["l1_weight"], noise_kind=d["noise"]["kind"],
-                                   noise_level=d["noise"]["level"], channels_last=t["channels_last"])
-        self.log_every = t["log_every_n_steps"]
-        self.epoch = 0
-        self.global_step = 0
+        # The loop exactly as `aerun train` builds it, on a rank that writes nothing (no
+        # TensorBoard, no checkpoints, no config.yaml): what is timed is the engine alone.
+        silent = distributed.DistContext(enabled=False, rank=1)
+        params = sum(p.numel() for p in self.model.parameters())
+        self.loop = build_loop(self.plain, Path(tempfile.mkdtemp()), silent, self.device, self.model,
+                               self.shared.dataset, params, contextlib.ExitStack(), None)
+        self.loop.step._forward = self.forward
+        self.subset = None
+
+    def _before_b(self, steps: int) -> None:
+        """This repeat's images: `steps` full batches, a fresh random subset of the training split."""
+        from aerun.data import Split
+        from aerun.engine import epoch_permutation
+
+        train = self.shared.dataset.train
+        state = self.loop.state
+        idx = epoch_permutation(len(train), self.plain["seed"], state.epoch + 10_000, self.device)[:steps * self.batch_size]
+        self.loop.train = Split(train.images.index_select(0, idx), train.labels.index_select(0, idx))
 
     def _run_b(self, steps: int) -> int:
-        from aerun.engine import EpochAccumulator, epoch_permutation, train_one_epoch
+        from aerun.engine import EpochAccumulator, train_one_epoch
 
-        images = self.shared.dataset.train.images
-        # The first `steps` batches of an epoch's permutation: exactly `steps` full batches.
-        perm = epoch_permutation(len(images), self.plain["seed"], self.epoch, self.device)[:steps * self.batch_size]
-        self.epoch += 1
+        loop = self.loop
+        if loop.train is self.shared.dataset.train:  # a warm-up without _before_b
+            self._before_b(steps)
+        loop.state.batch_in_epoch = 0
         accumulator = EpochAccumulator(self.device)
-        model = self.model
-
-        def kl_scale(batch_index: int) -> float:  # as train.py's closure
-            return model.kl_scale_at(batch_index / steps) if model.is_variational else 1.0
-
-        def after_step(batch_index: int, step: int) -> bool:  # train.py's log point, minus TensorBoard
-            if step % self.log_every == 0:
-                accumulator.nonfinite()
-                accumulator.means()
-            return False
-
-        self.global_step, _ = train_one_epoch(
-            model, self.forward, self.optimizer, self.scaler, images, perm, self.step_cfg,
-            accumulator=accumulator, global_step=self.global_step, noise=None, kl_scale=kl_scale,
-            step_scheduler=None, after_step=after_step)
+        train_one_epoch(loop, accumulator)
+        loop.state.epoch += 1
         accumulator.nonfinite()  # the epoch end's reads
         accumulator.means()
-        return perm.numel()
+        return steps * self.batch_size
 
     # (c) ---------------------------------------------------------------------------
     def _setup_c(self):
         import torch
 
+        from aerun.build import build_optimizer
         from aerun.engine import to_float
-        from aerun.train import build_optimizer
 
         self.optimizer = build_optimizer(self.model.parameters(), self.plain["optim"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
@@ -425,6 +421,9 @@ class ThroughputRow:
         self.model.zero_grad(set_to_none=True)
 
     def time(self, steps: int) -> float:
+        before = getattr(self, f"_before_{self.kind}", None)
+        if before is not None:
+            before(steps)
         synchronize(self.device)
         start = time.perf_counter()
         images = getattr(self, f"_run_{self.kind}")(steps)

@@ -255,7 +255,7 @@ def recon_vs_pca(run_dir: Path, n: int = 12):
 
     from aerun.data import load_dataset
     from aerun.engine import to_float
-    from aerun.evaluate import fit_pca, flatten
+    from aerun.analysis.pca import fit_pca, flatten
     from aerun.runs import load_run
 
     loaded = load_run(run_dir)

@@ -35,7 +35,7 @@ def tiny_overrides(data_root: Path, *extra: str) -> list[str]:
 
 def compose(command: str = "train", overrides: list[str] | None = None):
     """The real config of `command`, composed as the CLI does."""
-    from aerun.cli import _compose
+    from aerun.precheck import compose as _compose
 
     return _compose(command, overrides or [])
 
@@ -56,7 +56,7 @@ def run_aerun(*args: str, cwd: Path | None = None, timeout: float = 240, env: di
 @pytest.fixture
 def trained_run(data_root, tmp_path_factory):
     """Factory: train a tiny run in-process and return its run directory."""
-    from aerun.train import train
+    from aerun.commands.train import train
 
     def make(*extra: str) -> Path:
         run_dir = tmp_path_factory.mktemp("run")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aerun.cli import claim_run_dir
+from aerun.launch import claim_run_dir
 from tests.conftest import REPO, run_aerun, tiny_overrides
 
 

@@ -154,7 +154,7 @@ def test_cifar10_shapes_labels_and_classes(tmp_path):
 def test_cifar_unpickler_admits_the_numpy1_names_of_the_real_files():
     import io
 
-    from aerun.data import _CifarUnpickler
+    from aerun.data.cifar import CifarUnpickler as _CifarUnpickler
 
     unpickler = _CifarUnpickler(io.BytesIO(b""), Path("x"))
     # the real files were pickled under numpy 1: numpy.core.multiarray._reconstruct

@@ -12,7 +12,10 @@ import math
 import pytest
 import torch
 
-from aerun.engine import EpochAccumulator, StepConfig, epoch_permutation, noise_generator, train_one_epoch
+from aerun.data import Split
+from aerun.engine import (EpochAccumulator, Loop, LoopOptions, StepContext, StepOptions, TrainState, num_batches,
+                          train_one_epoch)
+from aerun.reporting import NullReporter
 from aerun.models import VAE, ConvAutoencoder, MLPAutoencoder
 
 # Every Python-level way to bring a tensor's value to the host.
@@ -61,25 +64,45 @@ MODELS = {
 }
 
 
-def run_epoch(model, images, cfg: StepConfig, *, device="cpu", noise=None, reads_during=True):
+class NoCheckpoints:
+    last_exists = False
+
+    def save(self, state, role):
+        pass
+
+    def describe_last(self):
+        return "no checkpoint"
+
+
+def make_loop(model, images, *, device="cpu", batch_size=32, precision="32", grad_clip=0.0, l1_weight=0.0,
+              noise_kind="none", noise_level=0.0, channels_last=False, recon_loss="mse", fused=False):
+    """The engine's loop over `images` as aerun train builds it, minus files and TensorBoard."""
     torch.manual_seed(0)
+    device = torch.device(device)
     model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=cfg.precision == "16-mixed")
-    images = images.to(device)
-    perm = epoch_permutation(images.shape[0], seed=0, epoch=0, device=torch.device(device))
-    accumulator = EpochAccumulator(torch.device(device))
-    with count_host_reads(optimizer) as reads:
-        global_step, stopped = train_one_epoch(model, model, optimizer, scaler, images, perm, cfg,
-                                               accumulator=accumulator, noise=noise, after_step=None)
-    return reads, accumulator, global_step, stopped
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    state = TrainState(model, {"model": optimizer}, {}, scaler)
+    step = StepContext(model, state.optimizers, scaler, device, StepOptions(recon_loss, precision, grad_clip, l1_weight))
+    train = Split(images.to(device), torch.zeros(images.shape[0], dtype=torch.long, device=device))
+    options = LoopOptions(max_epochs=1, batch_size=batch_size, steps_per_epoch=num_batches(len(train), batch_size),
+                          noise_kind=noise_kind, noise_level=noise_level, channels_last=channels_last)
+    return Loop(state, step, train, train, options, NullReporter(), NoCheckpoints())
+
+
+def run_epoch(model, images, **options):
+    loop = make_loop(model, images, **options)
+    accumulator = EpochAccumulator(loop.step.device)
+    with count_host_reads(loop.state.optimizers["model"]) as reads:
+        stopped = train_one_epoch(loop, accumulator)
+    return reads, accumulator, loop.state.global_step, bool(stopped)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_an_epoch_reads_nothing_from_the_device(name):
     images = tiny_images()
-    cfg = StepConfig(batch_size=32, recon_loss="bce" if name == "vae" else "mse")
-    reads, accumulator, global_step, stopped = run_epoch(MODELS[name](images.shape[1:]), images, cfg)
+    reads, accumulator, global_step, stopped = run_epoch(MODELS[name](images.shape[1:]), images,
+                                                         recon_loss="bce" if name == "vae" else "mse")
     assert reads == []
     assert (global_step, stopped, accumulator.steps, accumulator.images) == (3, False, 3, 96)
 
@@ -93,9 +116,7 @@ def test_an_epoch_reads_nothing_from_the_device(name):
 ])
 def test_options_add_no_host_reads(options):
     images = tiny_images(n=70)  # a partial last batch too
-    cfg = StepConfig(batch_size=32, **options)
-    noise = noise_generator(torch.device("cpu"), 0, 0) if "noise_kind" in options else None
-    reads, accumulator, global_step, _ = run_epoch(MODELS["cnn"](images.shape[1:]), images, cfg, noise=noise)
+    reads, accumulator, global_step, _ = run_epoch(MODELS["cnn"](images.shape[1:]), images, **options)
     assert reads == []
     assert global_step == 3 and accumulator.images == 70
 
@@ -106,7 +127,7 @@ def test_a_cpu_epoch_flushes_denormals():
         pytest.skip("this CPU cannot flush denormals")
     assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
     images = tiny_images(n=32)
-    run_epoch(MODELS["mlp"](images.shape[1:]), images, StepConfig(batch_size=32))
+    run_epoch(MODELS["mlp"](images.shape[1:]), images)
     assert (torch.tensor([1e-40]) * 1.0).item() == 0.0
 
 
@@ -123,7 +144,7 @@ def test_the_read_counter_sees_reads():
         return terms
 
     model.objective = objective
-    reads, *_ = run_epoch(model, images, StepConfig(batch_size=32))
+    reads, *_ = run_epoch(model, images)
     assert len(reads) == 3 and reads[0].startswith("item")
 
 
@@ -200,23 +221,17 @@ def test_state_dict_round_trip_continues_the_sums():
 def test_cuda_epoch_has_no_synchronisation(precision):
     """On a GPU, torch's own sync detector: any device->host wait inside the epoch raises."""
     images = tiny_images(n=64)
-    cfg = StepConfig(batch_size=32, precision=precision)
-    model = MODELS["cnn"](images.shape[1:]).cuda()
     # GradScaler.step reads found_inf with .item() (a sync) unless the optimizer unscales and
     # skips inside its own kernel: the fused optimizers do, so 16-mixed needs one.
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=precision == "16-mixed")
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "16-mixed")
-    device = torch.device("cuda")
-    images = images.to(device)
-    perm = epoch_permutation(64, seed=0, epoch=0, device=device)
-    accumulator = EpochAccumulator(device)
-    # one epoch to create the optimizer state and warm everything up
-    train_one_epoch(model, model, optimizer, scaler, images, perm, cfg, accumulator=accumulator)
+    loop = make_loop(MODELS["cnn"](images.shape[1:]), images, device="cuda", precision=precision,
+                     fused=precision == "16-mixed")
+    accumulator = EpochAccumulator(loop.step.device)
+    train_one_epoch(loop, accumulator)  # one epoch to create the optimizer state and warm everything up
+    loop.state.batch_in_epoch = 0
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        train_one_epoch(model, model, optimizer, scaler, images, perm, cfg, accumulator=accumulator,
-                        global_step=2)
+        train_one_epoch(loop, accumulator)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert accumulator.nonfinite() is None and accumulator.steps == 4

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from aerun import runs
-from aerun.config import to_plain
 from aerun.data import load_dataset
 from aerun.engine import evaluate as evaluate_split
-from aerun.evaluate import (fit_pca, flatten, importance_weighted_bound, kmeans_nmi, linear_probe, per_pixel_mse,
-                            vae_report)
+from aerun.analysis.features import kmeans_nmi, linear_probe
+from aerun.analysis.likelihood import importance_weighted_bound
+from aerun.analysis.likelihood import likelihood_report as vae_report
+from aerun.analysis.pca import fit_pca, flatten, per_pixel_mse
 from aerun.models import VAE
 
 try:
@@ -35,8 +36,8 @@ def low_rank_images(n=200, rank=3, shape=(1, 6, 6), seed=0) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).view(n, *shape)
 
 
-def evaluate_cfg(run_dir, *extra) -> dict:
-    return to_plain(compose("evaluate", [f"run={run_dir}", "device=cpu", *extra]))
+def evaluate_cfg(run_dir, *extra):
+    return compose("evaluate", [f"run={run_dir}", "device=cpu", *extra])
 
 
 def dataset_of(run_dir):
@@ -159,7 +160,7 @@ def test_probe_and_kmeans_on_separable_codes():
 
 # ----------------------------------------------------------------------------- the report
 def test_report_of_a_sparse_ae_in_process(trained_run):
-    from aerun.evaluate import evaluate_run
+    from aerun.commands.evaluate import evaluate_run
 
     run_dir = trained_run("model=shallow_ae", "model.latent_dim=64", "model.sparsity.kind=l1",
                           "model.sparsity.weight=0.05", "trainer.max_epochs=3")
@@ -178,7 +179,7 @@ def test_report_of_a_sparse_ae_in_process(trained_run):
 
 
 def test_denoising_run_reports_the_psnr_triple(trained_run):
-    from aerun.evaluate import evaluate_run
+    from aerun.commands.evaluate import evaluate_run
 
     run_dir = trained_run("model=cnn_ae", "model.latent_dim=8", "model.channels=[4,8]", "data.noise.kind=gaussian",
                           "data.noise.level=0.4")
@@ -191,7 +192,7 @@ def test_denoising_run_reports_the_psnr_triple(trained_run):
 
 
 def test_kl_sparse_ae_reports_its_mean_activation_against_rho(trained_run):
-    from aerun.evaluate import evaluate_run
+    from aerun.commands.evaluate import evaluate_run
 
     run_dir = trained_run("model=shallow_ae", "model.latent_dim=16", "model.sparsity.kind=kl",
                           "model.sparsity.rho=0.1", "model.sparsity.weight=1.0")

@@ -7,7 +7,7 @@ import json
 import torch
 
 from aerun import runs
-from aerun.finetune import EncoderClassifier, labelled_subset, train_classifier
+from aerun.analysis.classifier import EncoderClassifier, labelled_subset, train_classifier
 from tests.conftest import run_aerun
 
 

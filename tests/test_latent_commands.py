@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from aerun import latent, runs
-from aerun.encode import encode
+from aerun import runs
+from aerun.latent import codes as latent_codes
+from aerun.latent import projector, samplers
+from aerun.commands.encode import encode
 from aerun.errors import UserError
-from aerun.generate import generate
-from aerun.interpolate import interpolate
+from aerun.commands.generate import generate
+from aerun.commands.interpolate import interpolate
 from tests.conftest import compose, run_aerun, tiny_overrides
 
 N_TRAIN, N_VAL, N_TEST = 448, 64, 128  # the tiny MNIST: 512 train images, 64 of them validation
@@ -30,7 +32,7 @@ def _grid_size(cols: int, rows: int) -> tuple[int, int]:
 
 
 def _train(data_root, tmp_path_factory, *extra):
-    from aerun.train import train
+    from aerun.commands.train import train
 
     run_dir = tmp_path_factory.mktemp("run")
     train(compose("train", tiny_overrides(data_root, *extra)), run_dir)
@@ -85,7 +87,7 @@ def test_encode_cli_writes_codes_plot_and_projector_entry(ae2, tmp_path):
     assert "codes.npz" in proc.stdout and "latent.png" in proc.stdout
     # the only change to the run: a projector entry under its tensorboard/
     assert _snapshot(ae2) == before
-    config = (ae2 / runs.TENSORBOARD / latent.PROJECTOR_CONFIG).read_text()
+    config = (ae2 / runs.TENSORBOARD / projector.PROJECTOR_CONFIG).read_text()
     assert "latent_test" in config
     entries = list((ae2 / runs.TENSORBOARD).glob("*/latent_test"))
     assert len(entries) == 1
@@ -203,7 +205,7 @@ def test_encode_vae_stores_mu_and_logvar(vae2, tmp_path):
         assert npz["mu"].shape == npz["logvar"].shape == (N_TEST, 2)
         np.testing.assert_array_equal(npz["codes"], npz["mu"])
     model = runs.load_run(vae2).model
-    images = latent.load_data(_cfg("encode", vae2), runs.load_run(vae2)).test.images[:3]
+    images = latent_codes.load_data(_cfg("encode", vae2), runs.load_run(vae2)).test.images[:3]
     with torch.no_grad():
         mu, _ = model.encode_stats(images.float() / 255)
     with np.load(tmp_path / "codes.npz") as npz:
@@ -221,7 +223,7 @@ def test_projector_entries_of_two_splits_are_both_kept(ae8, tmp_path):
     encode(_cfg("encode", ae8, "split=test", "encode.embedding_max_points=50"), tmp_path / "a")
     encode(_cfg("encode", ae8, "split=val"), tmp_path / "b")
     encode(_cfg("encode", ae8, "split=test", "encode.embedding_max_points=50"), tmp_path / "c")  # replaces
-    config = (ae8 / runs.TENSORBOARD / latent.PROJECTOR_CONFIG).read_text()
+    config = (ae8 / runs.TENSORBOARD / projector.PROJECTOR_CONFIG).read_text()
     assert config.count("embeddings {") == 2 and "latent_test" in config and "latent_val" in config
     tensors = next((ae8 / runs.TENSORBOARD).glob("*/latent_test/tensors.tsv"))
     assert len(tensors.read_text().splitlines()) == 50
@@ -293,16 +295,16 @@ def test_uniform_samples_lie_within_the_training_codes_range(ae2, tmp_path):
 def test_sampler_statistics():
     rng = np.random.default_rng(0)
     codes = rng.multivariate_normal([3.0, -1.0], [[2.0, 0.8], [0.8, 1.0]], size=4000)
-    normal = latent.fit_sampler("normal", codes)(20000, np.random.default_rng(1))
+    normal = samplers.fit_sampler("normal", codes)(20000, np.random.default_rng(1))
     np.testing.assert_allclose(normal.mean(0), [3.0, -1.0], atol=0.1)
     np.testing.assert_allclose(np.cov(normal, rowvar=False), [[2.0, 0.8], [0.8, 1.0]], atol=0.15)
     two_blobs = np.concatenate([rng.normal(-5, 0.3, (500, 2)), rng.normal(5, 0.3, (500, 2))])
-    gmm = latent.fit_sampler("gmm", two_blobs, components=2)(1000, np.random.default_rng(1))
+    gmm = samplers.fit_sampler("gmm", two_blobs, components=2)(1000, np.random.default_rng(1))
     assert gmm.shape == (1000, 2) and np.all(np.abs(np.abs(gmm) - 5) < 2)  # none between the blobs
     assert 0.4 < (gmm[:, 0] > 0).mean() < 0.6  # both components drawn, interleaved
     assert (gmm[:500, 0] > 0).mean() > 0.3
     with pytest.raises(UserError, match="generate.components=5: more mixture components than the 3"):
-        latent.fit_sampler("gmm", codes[:3], components=5)
+        samplers.fit_sampler("gmm", codes[:3], components=5)
 
 
 def test_generate_is_reproducible_with_a_seed(ae2, tmp_path):
@@ -341,7 +343,7 @@ def test_path_endpoints_are_the_codes_of_the_two_images(ae8, tmp_path, method):
 
 def test_interpolate_by_class_picks_the_first_image_of_each(ae2, tmp_path):
     result = interpolate(_cfg("interpolate", ae2, "from_class=2", "to_class=9"), tmp_path)
-    labels = latent.load_data(_cfg("interpolate", ae2), runs.load_run(ae2)).test.labels
+    labels = latent_codes.load_data(_cfg("interpolate", ae2), runs.load_run(ae2)).test.labels
     assert result["indices"] == (int(torch.nonzero(labels == 2)[0]), int(torch.nonzero(labels == 9)[0]))
     # the same class at both ends: its first and second image, not one image to itself
     result = interpolate(_cfg("interpolate", ae2, "from_class=4", "to_class=4"), tmp_path / "same")
@@ -399,7 +401,7 @@ def test_generate_option_errors(ae2, tmp_path):
 def test_image_grids_are_upscaled_by_a_whole_number_and_keep_every_pixel(tmp_path, tiles, size, nrow, scale):
     from torchvision.utils import make_grid
 
-    from aerun.io import save_image_grid
+    from aerun.figures import save_image_grid
 
     images = torch.rand(tiles, 3, size, size, generator=torch.Generator().manual_seed(0))
     save_image_grid(images, tmp_path / "grid.png", nrow=nrow)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aerun import losses
-from aerun.models import VAE, ConvAutoencoder, ConvVAE, MLPAutoencoder, interpolate_codes
+from aerun.models import VAE, ConvAutoencoder, ConvVAE, MLPAutoencoder, interpolate_codes, kl_warmup
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 29, 31), (3, 17, 9), (1, 8, 8)]
 
@@ -29,16 +29,16 @@ def test_shapes_at_any_image_size(cls, shape):
     z = model.encode(x)
     assert z.shape == (3, 5)
     out = model(x)
-    assert out["recon"].shape == (3, *shape)
-    assert out["z"].shape == (3, 5)
+    assert out.recon.shape == (3, *shape)
+    assert out.z.shape == (3, 5)
     image = model.decode(z)
     assert image.shape == (3, *shape)
     assert image.min() >= 0 and image.max() <= 1  # sigmoid outputs
     assert model.reconstruct(x).shape == (3, *shape)
     assert model.interpolate(x[0], x[1], steps=4).shape == (4, *shape)
     if model.is_variational:
-        assert out["mu"].shape == out["logvar"].shape == (3, 5)
-        assert torch.equal(z, out["mu"])  # encode gives the mean
+        assert out.mu.shape == out.logvar.shape == (3, 5)
+        assert torch.equal(z, out.mu)  # encode gives the mean
         assert model.sample_prior(6, torch.Generator().manual_seed(0)).shape == (6, *shape)
     else:
         with pytest.raises(NotImplementedError):
@@ -53,7 +53,7 @@ def test_cifar_conv_models_reach_an_8x8_map():
     mnist = ConvAutoencoder((1, 28, 28), latent_dim=16, channels=[16, 32])
     assert [m for m in mnist.encoder if isinstance(m, torch.nn.Conv2d)][-1].kernel_size == (7, 7)
     vae = ConvVAE((3, 32, 32), latent_dim=16)
-    assert vae(torch.rand(2, 3, 32, 32))["recon"].shape == (2, 3, 32, 32)
+    assert vae(torch.rand(2, 3, 32, 32)).recon.shape == (2, 3, 32, 32)
 
 
 def test_overcomplete_shallow_ae_and_linear_ae():
@@ -159,13 +159,13 @@ def test_vae_objective_is_recon_plus_weighted_kl():
     x = torch.rand(5, 1, 8, 8)
     out = model(x)
     terms = model.objective(out, x, "bce", kl_scale=0.5)
-    kl = losses.gaussian_kl_per_dim(out["mu"], out["logvar"]).sum(1).mean()
+    kl = losses.gaussian_kl_per_dim(out.mu, out.logvar).sum(1).mean()
     assert terms["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
     assert terms["kl_weighted"].item() == pytest.approx(4.0 * 0.5 * kl.item(), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(terms["recon"].item() + terms["kl_weighted"].item(), rel=1e-5)
     assert terms["kl_per_dim"].shape == (3,)
-    assert [model.kl_scale_at(p) for p in (0, 1, 2, 5)] == [0.0, 0.5, 1.0, 1.0]
-    assert VAE((1, 8, 8), latent_dim=3, hidden=[16]).kl_scale_at(0) == 1.0
+    assert [kl_warmup(p, model.kl_warmup_epochs) for p in (0, 1, 2, 5)] == [0.0, 0.5, 1.0, 1.0]
+    assert kl_warmup(0, VAE((1, 8, 8), latent_dim=3, hidden=[16]).kl_warmup_epochs) == 1.0
 
 
 def test_reparameterisation_passes_gradients_and_logvar_stays_bounded():

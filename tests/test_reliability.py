@@ -38,8 +38,8 @@ def test_kill_9_at_an_odd_step_then_resume_is_bit_exact(data_root, tmp_path):
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     proc = run_aerun("train", *tiny_overrides(data_root, *EXACT), f"hydra.run.dir={reference}")
     assert proc.returncode == 0, proc.stderr
-    proc = run_aerun("train", *tiny_overrides(data_root, *EXACT, "trainer.kill_at_step=19"),
-                     f"hydra.run.dir={crashed}")
+    proc = run_aerun("train", *tiny_overrides(data_root, *EXACT), f"hydra.run.dir={crashed}",
+                     env={"AERUN_TEST_FAULTS": "SIGKILL@step#19"})
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(crashed / "last.pt")
     assert state["global_step"] == 16 and state["batch_in_epoch"] == 2  # 14 steps an epoch, a checkpoint every 4

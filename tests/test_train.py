@@ -13,7 +13,8 @@ from aerun import runs
 from aerun.checkpoint import load_checkpoint
 from aerun.errors import DivergenceError, UserError
 from aerun.config import validate_train
-from aerun.train import config_differences, train
+from aerun.commands.train import train
+from aerun.resume import config_differences
 from tests.conftest import compose, tiny_overrides
 
 
@@ -51,7 +52,7 @@ def test_every_model_trains_and_writes_a_complete_run(trained_run, model):
 def test_checkpoint_is_complete_and_weights_only(trained_run):
     run_dir = trained_run("model=cnn_ae")
     state = torch.load(run_dir / "last.pt", weights_only=True)  # no pickled classes inside
-    for key in ("model", "optimizer", "scaler", "epoch", "batch_in_epoch", "global_step", "rng", "config",
+    for key in ("model", "optimizers", "schedulers", "scaler", "epoch", "batch_in_epoch", "global_step", "rng", "config",
                 "aerun_version", "torch_version", "input_shape"):
         assert key in state, key
     assert state["epoch"] == 1 and state["batch_in_epoch"] == 0
@@ -143,7 +144,7 @@ def test_sparse_l1_penalty_is_logged(trained_run):
 
 @pytest.mark.parametrize("extra", [["trainer.precision=bf16"], ["trainer.channels_last=true"],
                                    ["optim=sgd", "optim.scheduler=cosine"], ["optim=adamw", "optim.scheduler=step",
-                                                                              "optim.step_size_epochs=1"],
+                                                                              "optim.scheduler.step_size=1"],
                                    ["trainer.grad_clip=1.0", "loss=bce"]])
 def test_trainer_options(trained_run, extra):
     run_dir = trained_run("model=cnn_ae", *extra)
@@ -218,7 +219,7 @@ def test_linear_mlp_has_no_sigmoid():
     (False, "bf16", "cpu", True), (True, "bf16", "cpu", False), (False, "32", "cpu", False),
     (False, "bf16", "cuda", False)])
 def test_bf16_on_a_cpu_without_native_bf16_is_called_slow(monkeypatch, caplog, native, precision, device, warned):
-    from aerun.train import warn_slow_precision
+    from aerun.devices import warn_slow_precision
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native, raising=False)
     with caplog.at_level("WARNING", logger="aerun"):
@@ -230,17 +231,18 @@ def test_bf16_on_a_cpu_without_native_bf16_is_called_slow(monkeypatch, caplog, n
 def test_optimizer_is_fused_and_steps_as_the_plain_one_does(name):
     import copy
 
-    from aerun.train import build_optimizer
+    from aerun.build import build_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
     reference = copy.deepcopy(model)
     start = model[0].weight.detach().clone()
-    settings = dict(name=name, lr=1e-2, weight_decay=1e-3, momentum=0.9)
-    fused = build_optimizer(model.parameters(), settings)
-    assert fused.defaults["fused"] is True  # CPU has fused kernels since torch 2.4
     plain_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
     extra = {"momentum": 0.9} if name == "sgd" else {}
+    settings = dict(_target_=f"torch.optim.{plain_class.__name__}", lr=1e-2, weight_decay=1e-3, l1_weight=0.0,
+                    scheduler={"_target_": None}, **extra)
+    fused = build_optimizer(model.parameters(), settings)
+    assert fused.defaults["fused"] is True  # CPU has fused kernels since torch 2.4
     plain = plain_class(reference.parameters(), lr=1e-2, weight_decay=1e-3, foreach=False, **extra)
     for _ in range(5):
         x = torch.randn(8, 20)

@@ -1,8 +1,9 @@
-"""The model family; configs name these classes in `_target_`."""
+"""The model families; configs name these classes in `_target_`. `base` holds the contract."""
 
-from aerun.models.base import Autoencoder, VariationalAutoencoder, interpolate_codes
+from aerun.models.base import AEOutput, Autoencoder, Batch, interpolate_codes
 from aerun.models.conv import ConvAutoencoder, ConvVAE
 from aerun.models.mlp import VAE, MLPAutoencoder
+from aerun.models.variational import VariationalAutoencoder, kl_warmup
 
-__all__ = ["Autoencoder", "VariationalAutoencoder", "interpolate_codes", "MLPAutoencoder", "VAE",
-           "ConvAutoencoder", "ConvVAE"]
+__all__ = ["AEOutput", "Autoencoder", "Batch", "ConvAutoencoder", "ConvVAE", "MLPAutoencoder", "VAE",
+           "VariationalAutoencoder", "interpolate_codes", "kl_warmup"]

@@ -1,42 +1,63 @@
-"""The one autoencoder interface. Subclasses write the networks and `forward`; the
-objective, reconstruction, interpolation and sampling are written once here.
+"""The contract every model family keeps, and what is written once for all of them.
 
-Models know nothing of files or configs: they take plain arguments.
+A family is one module in `aerun/models/` and one YAML in `configs/model/`. It says how it
+trains; the loop (`aerun.engine`) owns what is the same for all: batches, precision,
+gradient clipping, logging, checkpoints, signals, divergence checks, DDP.
+
+    parameter_groups()          -> {optimizer name: parameters}  one optimizer per entry
+    training_step(batch, step)  -> {term: tensor}  does its own update through `step`
+    eval_metrics(batch, ...)    -> {metric: batch sum}  what `evaluate` averages over a split
+    epoch_warnings(val)         -> [one-line warnings]   (collapse, divergence signs)
+
+A plain autoencoder writes only `encode` and `decode_raw`; the defaults here give it one
+optimizer, the reconstruction objective and the metrics. Models know nothing of files or
+configs: they take plain arguments.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from aerun import losses
 
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "identity": nn.Identity,
-}
+
+class AEOutput(NamedTuple):
+    """What `forward` returns (a NamedTuple, so torch.compile and DDP pass it through)."""
+
+    recon: torch.Tensor  # [B, C, H, W] the decoder's raw output: logits when the output is a sigmoid
+    z: torch.Tensor  # [B, D] the code the decoder read (a posterior sample for VAEs)
+    mu: torch.Tensor | None = None  # [B, D] posterior mean (VAEs)
+    logvar: torch.Tensor | None = None  # [B, D] posterior log-variance (VAEs)
 
 
-def activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+class Batch(NamedTuple):
+    inputs: torch.Tensor  # [B, C, H, W] float in [0, 1]: what the encoder sees (noisy when denoising)
+    target: torch.Tensor  # [B, C, H, W] the clean image
+    labels: torch.Tensor  # [B] int64 class labels
+
+
+class Step(Protocol):
+    """What the loop hands `training_step` (implemented by `aerun.engine.step.StepContext`)."""
+
+    recon_loss: str  # "mse" | "bce"
+    progress: float  # epochs trained so far, fractional (the KL warm-up reads it)
+
+    def forward(self, *args) -> AEOutput: ...  # the model (compiled / DDP-wrapped) under autocast
+
+    def optimize(self, name: str, loss: torch.Tensor, terms: dict | None = None) -> None: ...
 
 
 class Autoencoder(nn.Module):
-    """encode(x) -> z, decode(z) -> x_hat in image space; forward(x) -> dict of tensors.
-
-    `forward` returns `recon` as the decoder's raw output: logits when the output
-    activation is a sigmoid (so BCE is computed stably), the image itself otherwise.
-    """
+    """encode(x) -> z, decode(z) -> x_hat in image space; forward(x) -> AEOutput."""
 
     is_variational = False
     default_loss = "mse"
+    supports_ddp = True  # one optimizer stepped by one backward: DDP can synchronise it
+    has_prior = False  # whether `sample_codes` draws from a prior the decoder was trained on
 
     def __init__(self, input_shape, latent_dim: int, sparsity: dict | None = None,
                  output_activation: str = "sigmoid"):
@@ -53,7 +74,7 @@ class Autoencoder(nn.Module):
     def input_dim(self) -> int:
         return math.prod(self.input_shape)
 
-    # -- subclasses provide these ------------------------------------------------------
+    # -- networks: subclasses provide these -----------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, latent_dim]; the mean code for VAEs."""
         raise NotImplementedError
@@ -62,22 +83,32 @@ class Autoencoder(nn.Module):
         """[B, latent_dim] -> [B, C, H, W] before the output activation."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> AEOutput:
         z = self.encode(x)
-        return {"recon": self.decode_raw(z), "z": z}
+        return AEOutput(self.decode_raw(z), z)
 
-    # -- written once --------------------------------------------------------------------
+    # -- written once ---------------------------------------------------------------------
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raw = self.decode_raw(z)
-        return torch.sigmoid(raw) if self.output_is_logits else raw
+        return self.to_image(self.decode_raw(z))
 
-    def to_image(self, recon: torch.Tensor) -> torch.Tensor:
-        """The image in [0, 1]-space from `forward(...)["recon"]`."""
-        return torch.sigmoid(recon) if self.output_is_logits else recon
+    def to_image(self, raw: torch.Tensor) -> torch.Tensor:
+        """The image in [0, 1]-space from the decoder's raw output."""
+        return torch.sigmoid(raw) if self.output_is_logits else raw
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    # -- training -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One optimizer over every parameter."""
+        return {"model": list(self.parameters())}
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        out = step.forward(batch.inputs)
+        terms = self.objective(out, batch.target, step.recon_loss)
+        step.optimize("model", terms["loss"], terms)
+        return terms
 
     def sparsity_activations(self, z: torch.Tensor) -> torch.Tensor:
         """Code activations in [0, 1) for the KL sparsity penalty: sigmoid codes as they are,
@@ -90,16 +121,15 @@ class Autoencoder(nn.Module):
             return torch.tanh(z)
         return torch.sigmoid(z)
 
-    def objective(self, out: dict[str, torch.Tensor], target: torch.Tensor, recon_loss: str,
-                  kl_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def objective(self, out: AEOutput, target: torch.Tensor, recon_loss: str) -> dict[str, torch.Tensor]:
         """Per-batch loss terms, each summed per image and averaged over the batch."""
-        recon = losses.reconstruction_per_image(out["recon"], target, recon_loss, self.output_is_logits).mean()
+        recon = losses.reconstruction_per_image(out.recon, target, recon_loss, self.output_is_logits).mean()
         terms = {"recon": recon}
         total = recon
         if self.sparsity_kind == "l1":
-            penalty = losses.l1_code_penalty(out["z"])
+            penalty = losses.l1_code_penalty(out.z)
         elif self.sparsity_kind == "kl":
-            penalty = losses.kl_sparsity_penalty(self.sparsity_activations(out["z"]), self.sparsity_rho)
+            penalty = losses.kl_sparsity_penalty(self.sparsity_activations(out.z), self.sparsity_rho)
         else:
             penalty = None
         if penalty is not None:
@@ -108,15 +138,64 @@ class Autoencoder(nn.Module):
         terms["loss"] = total
         return terms
 
+    # -- evaluation -----------------------------------------------------------------------
+    def eval_metrics(self, batch: Batch, recon_loss: str, autocast) -> dict[str, torch.Tensor]:
+        """Sums over the batch of the objective's terms (per image) and of the per-pixel metrics
+        of the reconstruction: `evaluate` adds them over a split and divides by its size."""
+        with autocast():
+            out = self(batch.inputs)
+            mean_raw = self.mean_reconstruction_raw(out)  # under autocast too: its code is bf16/fp16 there
+        sums = {name: value.float() * batch.target.shape[0]
+                for name, value in self.objective(out, batch.target, recon_loss).items()}
+        sums.update(reconstruction_sums(self.to_image(mean_raw).float(), batch.target))
+        sums.update(self.extra_sums(out, batch, recon_loss))
+        return sums
+
+    def mean_reconstruction_raw(self, out: AEOutput) -> torch.Tensor:
+        """The raw reconstruction the metrics judge (a VAE's is its mean code's)."""
+        return out.recon
+
+    def extra_sums(self, out: AEOutput, batch: Batch, recon_loss: str) -> dict[str, torch.Tensor]:
+        """A family's own metrics, as batch sums (a plain AE's: how sparse its codes are)."""
+        z = out.z.float()
+        return {"code_zero_fraction": (z.abs() < 1e-2).float().mean(1).sum(), "code_mean_activation": z.abs().mean(1).sum()}
+
+    def epoch_warnings(self, val: dict) -> list[str]:
+        return []
+
+    # -- the latent space -----------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"codes": [B, D]} (+ the posterior's statistics for VAEs): what `encode` writes."""
+        return {"codes": self.encode(x)}
+
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, method: str = "linear") -> torch.Tensor:
         """Decode `steps` points on the path between the codes of x0 and x1: -> [steps, C, H, W]."""
         z0, z1 = self.encode(x0[None])[0], self.encode(x1[None])[0]
-        return self.decode(interpolate_codes(z0, z1, steps, method))
+        return self.decode(self.path_between(z0, z1, steps, method))
+
+    def path_between(self, z0: torch.Tensor, z1: torch.Tensor, steps: int, method: str = "linear") -> torch.Tensor:
+        """[D], [D] -> [steps, D]: the codes on the path between two codes."""
+        return interpolate_codes(z0, z1, steps, method)
+
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no prior to sample from")
 
     @torch.no_grad()
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no prior to sample from")
+        return self.decode(self.sample_codes(n, generator))
+
+
+def reconstruction_sums(image: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Batch sums of MSE and BCE per pixel and of PSNR (dB) per image, images in [0, 1]."""
+    mse_per_image = (image - target).square().flatten(1).mean(1)
+    return {"mse": mse_per_image.sum(), "psnr": psnr(mse_per_image).sum(),
+            "bce": losses.reconstruction_per_image(image, target, "bce", False).sum() / target[0].numel()}
+
+
+def psnr(mse_per_image: torch.Tensor) -> torch.Tensor:
+    """dB for images in [0, 1]: -10 log10(MSE), per image."""
+    return -10 * torch.log10(mse_per_image.clamp_min(1e-10))
 
 
 def interpolate_codes(z0: torch.Tensor, z1: torch.Tensor, steps: int, method: str = "linear") -> torch.Tensor:
@@ -131,55 +210,3 @@ def interpolate_codes(z0: torch.Tensor, z1: torch.Tensor, steps: int, method: st
             return (1 - t) * z0 + t * z1
         return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
     raise ValueError(f"unknown interpolation method {method!r}; choose linear or slerp")
-
-
-class VariationalAutoencoder(Autoencoder):
-    """Gaussian encoder q(z|x) = N(mu, exp(logvar)), prior N(0, I).
-
-    Subclasses provide `encode_stats(x) -> (mu, logvar)` and `decode_raw`.
-    The objective is the negative ELBO (nats per image with BCE): recon + beta * KL.
-    """
-
-    is_variational = True
-    default_loss = "bce"
-    LOGVAR_LIMIT = 10.0  # logvar is squashed into (-10, 10): std in (0.007, 148)
-
-    def __init__(self, input_shape, latent_dim: int, beta: float = 1.0, kl_warmup_epochs: float = 0.0,
-                 sparsity: dict | None = None):
-        super().__init__(input_shape, latent_dim, sparsity=sparsity, output_activation="sigmoid")
-        self.beta = float(beta)
-        self.kl_warmup_epochs = float(kl_warmup_epochs)
-
-    def safe_logvar(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.LOGVAR_LIMIT * torch.tanh(raw / self.LOGVAR_LIMIT)
-
-    def encode_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode_stats(x)[0]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode_stats(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return {"recon": self.decode_raw(z), "z": z, "mu": mu, "logvar": logvar}
-
-    def kl_scale_at(self, epoch_progress: float) -> float:
-        """The KL warm-up factor in [0, 1] after `epoch_progress` epochs of training."""
-        if self.kl_warmup_epochs <= 0:
-            return 1.0
-        return min(1.0, epoch_progress / self.kl_warmup_epochs)
-
-    def objective(self, out, target, recon_loss: str, kl_scale: float = 1.0):
-        recon = losses.reconstruction_per_image(out["recon"], target, recon_loss, True).mean()
-        kl_per_dim = losses.gaussian_kl_per_dim(out["mu"], out["logvar"]).mean(0)  # [D]
-        kl = kl_per_dim.sum()
-        kl_weighted = self.beta * kl_scale * kl
-        return {"loss": recon + kl_weighted, "recon": recon, "kl": kl, "kl_weighted": kl_weighted,
-                "kl_per_dim": kl_per_dim}
-
-    @torch.no_grad()
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, device=device, generator=generator)
-        return self.decode(z)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from aerun.models.base import Autoencoder, VariationalAutoencoder
-from aerun.models.base import activation as make_activation
+from aerun.models.base import Autoencoder
+from aerun.models.layers import activation as make_activation
+from aerun.models.variational import VariationalAutoencoder
 
 
 def downsampled_sizes(height: int, width: int, n_layers: int) -> list[tuple[int, int]]:
@@ -71,8 +72,8 @@ class ConvVAE(VariationalAutoencoder):
     """The conv trunk to `trunk_dim` features, Gaussian heads, and the mirrored decoder."""
 
     def __init__(self, input_shape, latent_dim: int = 16, channels=(32, 64), trunk_dim: int = 256,
-                 activation: str = "relu", beta: float = 1.0, kl_warmup_epochs: float = 0.0, sparsity=None):
-        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs, sparsity=sparsity)
+                 activation: str = "relu", beta: float = 1.0, kl_warmup_epochs: float = 0.0):
+        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs)
         channels = [int(c) for c in channels]
         self.encoder = conv_encoder(self.input_shape, channels, trunk_dim, activation, activation)
         self.to_stats = nn.Linear(trunk_dim, 2 * latent_dim)

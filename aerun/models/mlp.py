@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from aerun.models.base import Autoencoder, VariationalAutoencoder
-from aerun.models.base import activation as make_activation
-
-
-def mlp(sizes: list[int], act: str, last_act: str | None) -> nn.Sequential:
-    """Linear layers through `sizes`, `act` between them and `last_act` (or nothing) after the last."""
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        is_last = i == len(sizes) - 2
-        if not is_last:
-            layers.append(make_activation(act))
-        elif last_act is not None and last_act != "identity":
-            layers.append(make_activation(last_act))
-    return nn.Sequential(*layers)
+from aerun.models.base import Autoencoder
+from aerun.models.layers import mlp
+from aerun.models.variational import VariationalAutoencoder
 
 
 class MLPAutoencoder(Autoencoder):
@@ -51,8 +39,8 @@ class VAE(VariationalAutoencoder):
     """MLP VAE: input -> hidden... -> (mu, logvar); z -> reversed(hidden)... -> logits."""
 
     def __init__(self, input_shape, latent_dim: int = 16, hidden=(512, 256), activation: str = "relu",
-                 beta: float = 1.0, kl_warmup_epochs: float = 0.0, sparsity=None):
-        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs, sparsity=sparsity)
+                 beta: float = 1.0, kl_warmup_epochs: float = 0.0):
+        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs)
         hidden = [int(h) for h in hidden]
         self.encoder = nn.Sequential(nn.Flatten(), mlp([self.input_dim, *hidden], activation, activation)) \
             if hidden else nn.Flatten()

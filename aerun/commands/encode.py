@@ -18,8 +18,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from aerun import latent
+from aerun.config import enum_value
+
 from aerun.errors import UserError
+from aerun.figures import project_2d, scatter_plot
+from aerun.latent import codes as latent
+from aerun.latent.projector import add_projector_entry
 
 log = logging.getLogger("aerun.encode")
 
@@ -31,10 +35,8 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"encode.{key}: must be >= 1, got {cfg.encode[key]}")
 
 
-def run(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-
-    encode(cfg, Path(HydraConfig.get().runtime.output_dir))
+def run(cfg: DictConfig, job):
+    encode(cfg, job.out_dir)
 
 
 def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -42,7 +44,7 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
     started = time.time()
     validate(cfg)
     out_dir = Path(out_dir)
-    split_name = latent.enum_value(cfg.split)
+    split_name = enum_value(cfg.split)
     loaded, device = latent.load_model(cfg)
     model = loaded.model
     dataset = latent.load_data(cfg, loaded)
@@ -53,12 +55,12 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
     latent.save_npz(out_dir / "codes.npz", labels=labels, **arrays)
 
     shown = latent.subset(len(codes), cfg.encode.plot_max_points, cfg.seed)
-    projection = latent.enum_value(cfg.encode.projection)
-    points, xlabel, ylabel, what = latent.project_2d(codes[shown], projection, cfg.seed)
+    projection = enum_value(cfg.encode.projection)
+    points, xlabel, ylabel, what = project_2d(codes[shown], projection, cfg.seed)
     if model.is_variational:
         what += " (posterior means)"
     title = f"{dataset.name} {split_name} split: {what} ({len(shown)} images)"
-    latent.scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel)
+    scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel)
 
     written = [(out_dir / "codes.npz", f"codes {codes.shape[0]} x {codes.shape[1]}, labels"
                 + (", mu, logvar" if model.is_variational else "") + f"; {split_name} split"),
@@ -68,7 +70,7 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
         chosen = latent.subset(len(codes), cfg.encode.embedding_max_points, cfg.seed)
         step = int(loaded.checkpoint.get("global_step") or 0)
         thumbnails = split.images[chosen].float() / 255.0  # [M, C, H, W] in [0, 1]
-        entry = latent.add_projector_entry(loaded.path, f"latent_{split_name}", step, codes[chosen],
+        entry = add_projector_entry(loaded.path, f"latent_{split_name}", step, codes[chosen],
                                            [dataset.classes[i] for i in labels[chosen]], thumbnails)
         written.append((entry, f"TensorBoard projector entry, {len(chosen)} codes with thumbnails"))
         result["embedding"] = entry

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from aerun import latent
+from aerun.config import enum_value
 from aerun.errors import UserError
-from aerun.io import save_image_grid
+from aerun.figures import save_image_grid
+from aerun.latent import codes as latent
+from aerun.latent.samplers import manifold_codes, prior_quantiles
 
 log = logging.getLogger("aerun.interpolate")
 
@@ -40,17 +42,15 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"interpolate.grid: must be >= 2, got {cfg.interpolate.grid}")
     if not 0 < cfg.interpolate.quantile < 0.5:
         raise UserError(f"interpolate.quantile: must be in (0, 0.5), got {cfg.interpolate.quantile}")
-    if latent.enum_value(cfg.mode) == "manifold":
+    if enum_value(cfg.mode) == "manifold":
         info = latent.peek_model(run)
         if info.latent_dim != 2:
             raise UserError(f"mode=manifold: needs a 2-d latent, but this run's latent is {info.latent_dim}-d; "
                             f"use mode=pair, or train with model.latent_dim=2")
 
 
-def run(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-
-    interpolate(cfg, Path(HydraConfig.get().runtime.output_dir))
+def run(cfg: DictConfig, job):
+    interpolate(cfg, job.out_dir)
 
 
 def interpolate(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -58,11 +58,11 @@ def interpolate(cfg: DictConfig, out_dir: str | Path) -> dict:
     validate(cfg)
     out_dir = Path(out_dir)
     loaded, device = latent.load_model(cfg)
-    if latent.enum_value(cfg.mode) == "manifold":
+    if enum_value(cfg.mode) == "manifold":
         result = _manifold(cfg, loaded, device, out_dir)
     else:
         result = _pair(cfg, loaded, device, out_dir)
-    log.info("interpolate (%s) took %.1f s", latent.enum_value(cfg.mode), time.time() - started)
+    log.info("interpolate (%s) took %.1f s", enum_value(cfg.mode), time.time() - started)
     return result
 
 
@@ -94,16 +94,14 @@ def pick_index(split, classes: list[str], split_name: str, end: str, index, labe
 def _pair(cfg, loaded, device, out_dir: Path) -> dict:
     import torch
 
-    from aerun.models.base import interpolate_codes
-
-    model, method, split_name = loaded.model, latent.enum_value(cfg.method), latent.enum_value(cfg.split)
+    model, method, split_name = loaded.model, enum_value(cfg.method), enum_value(cfg.split)
     dataset = latent.load_data(cfg, loaded)
     split = latent.get_split(dataset, split_name)
     i0 = pick_index(split, dataset.classes, split_name, "from", cfg.from_index, cfg.from_class, 0)
     i1 = pick_index(split, dataset.classes, split_name, "to", cfg.to_index, cfg.to_class, min(1, len(split) - 1),
                     avoid=i0)
     ends = torch.as_tensor(latent.encode_images(model, split.images[[i0, i1]], 2, device)["codes"])  # [2, D]
-    codes = interpolate_codes(ends[0], ends[1], cfg.steps, method)  # [steps, D]
+    codes = model.path_between(ends[0].to(device), ends[1].to(device), cfg.steps, method).cpu()  # [steps, D]
     images = latent.decode_codes(model, codes, cfg.batch_size, device)  # [steps, C, H, W]
     save_image_grid(images, out_dir / "interpolation.png", nrow=cfg.steps)
     labels = split.labels[[i0, i1]].tolist()
@@ -119,19 +117,19 @@ def _pair(cfg, loaded, device, out_dir: Path) -> dict:
 
 def _manifold(cfg, loaded, device, out_dir: Path) -> dict:
     model, grid = loaded.model, cfg.interpolate.grid
-    if model.is_variational:
-        axis = latent.prior_quantiles(grid, cfg.interpolate.quantile)
+    if model.has_prior:
+        axis = prior_quantiles(grid, cfg.interpolate.quantile)
         x_values = y_values = axis
         span = f"N(0, 1) quantiles {cfg.interpolate.quantile:g}..{1 - cfg.interpolate.quantile:g}"
     else:
-        split_name = latent.enum_value(cfg.split)
+        split_name = enum_value(cfg.split)
         split = latent.get_split(latent.load_data(cfg, loaded), split_name)
         codes = latent.encode_images(model, split.images, cfg.batch_size, device)["codes"]
         low, high = codes.min(0), codes.max(0)
         x_values, y_values = np.linspace(low[0], high[0], grid), np.linspace(low[1], high[1], grid)
         span = (f"the {split_name} codes' range z1 {low[0]:.3g}..{high[0]:.3g}, "
                 f"z2 {low[1]:.3g}..{high[1]:.3g}")
-    codes = latent.manifold_codes(x_values, y_values)  # [grid * grid, 2]
+    codes = manifold_codes(x_values, y_values)  # [grid * grid, 2]
     images = latent.decode_codes(model, codes, cfg.batch_size, device)
     save_image_grid(images, out_dir / "manifold.png", nrow=grid)
     latent.report([(out_dir / "manifold.png", f"{grid} x {grid} decoded codes over {span}; "

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from aerun import latent
+from aerun.config import enum_value
 from aerun.errors import UserError
-from aerun.io import save_image_grid
+from aerun.figures import save_image_grid
+from aerun.latent import codes as latent
+from aerun.latent.samplers import FITTED_SAMPLERS, fit_sampler, grid_nrow
 
 log = logging.getLogger("aerun.generate")
 
@@ -35,18 +37,16 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"generate.nrow: must be >= 1 or null, got {cfg.generate.nrow}")
     if cfg.generate.grid_max < 1:
         raise UserError(f"generate.grid_max: must be >= 1, got {cfg.generate.grid_max}")
-    if latent.enum_value(cfg.sampler) == "prior":
+    if enum_value(cfg.sampler) == "prior":
         info = latent.peek_model(run)
-        if not info.is_variational:
+        if not info.has_prior:
             raise UserError(f"sampler=prior: this run's {info.name} is not a VAE, so nothing trained its codes "
-                            f"to follow N(0, I); use sampler={', '.join(latent.FITTED_SAMPLERS[:-1])} or "
-                            f"{latent.FITTED_SAMPLERS[-1]} (densities fitted to its training codes)")
+                            f"to follow N(0, I); use sampler={', '.join(FITTED_SAMPLERS[:-1])} or "
+                            f"{FITTED_SAMPLERS[-1]} (densities fitted to its training codes)")
 
 
-def run(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-
-    generate(cfg, Path(HydraConfig.get().runtime.output_dir))
+def run(cfg: DictConfig, job):
+    generate(cfg, job.out_dir)
 
 
 def generate(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -56,17 +56,20 @@ def generate(cfg: DictConfig, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     loaded, device = latent.load_model(cfg)
     model = loaded.model
-    sampler = latent.enum_value(cfg.sampler)
+    sampler = enum_value(cfg.sampler)
     if sampler == "auto":
-        sampler = "prior" if model.is_variational else "gmm"
+        sampler = "prior" if model.has_prior else "gmm"
     rng = np.random.default_rng(cfg.seed)
     if sampler == "prior":
-        codes = rng.standard_normal((cfg.n, model.latent_dim)).astype(np.float32)  # no data needed
-        source = "N(0, I)"
+        import torch
+
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        codes = model.sample_codes(cfg.n, generator).float().cpu().numpy()  # no data needed
+        source = model.prior_name
     else:
         dataset = latent.load_data(cfg, loaded)
         train_codes = latent.encode_images(model, dataset.train.images, cfg.batch_size, device)["codes"]
-        sample = latent.fit_sampler(sampler, train_codes, cfg.generate.components, cfg.seed)
+        sample = fit_sampler(sampler, train_codes, cfg.generate.components, cfg.seed)
         codes = sample(cfg.n, rng)
         source = f"{sampler} fitted to {len(train_codes)} training codes"
         if sampler == "gmm":
@@ -76,7 +79,7 @@ def generate(cfg: DictConfig, out_dir: str | Path) -> dict:
     latent.save_npy(out_dir / "samples.npy", images.numpy().astype(np.float32))
     # n = 100,000 for a metric would make a 90-megapixel grid: the PNG shows the first grid_max
     shown = min(cfg.n, cfg.generate.grid_max)
-    nrow = cfg.generate.nrow or latent.grid_nrow(shown)
+    nrow = cfg.generate.nrow or grid_nrow(shown)
     save_image_grid(images[:shown], out_dir / "samples.png", nrow=nrow)
     what = f"{cfg.n} samples" if shown == cfg.n else f"the first {shown} of {cfg.n} samples (generate.grid_max)"
     latent.report([(out_dir / "samples.png", f"{what}, {nrow} per row; z from {source}"),

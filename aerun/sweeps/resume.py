@@ -1,13 +1,7 @@
-"""Sweeps (`aerun train -m ...`): the summary table as jobs end, and resumable sweeps.
-
-- `SweepSummary` is a Hydra callback (`hydra.callbacks` in configs/train.yaml): after
-  each job it rewrites the sweep's summary.csv / summary.md / best.json, so the table
-  is current even if the sweep is killed; when the sweep ends it prints the table and
-  the failed jobs. A job that died of an unexpected exception gets a failed status.
-- `prepare_multirun_overrides` (before Hydra) and `resolve_job_resume` (in each job)
-  implement `aerun train -m <same sweep> resume=true hydra.sweep.dir=<dir>` (or
-  `resume=<dir>`): a finished job is skipped and returns its stored objective, an
-  interrupted job with a last.pt continues from it, any other job starts afresh.
+"""Resumable sweeps: `aerun train -m <same sweep> resume=true hydra.sweep.dir=<dir>` (or
+`resume=<dir>`). `prepare_multirun_overrides` (before Hydra) checks the directory and that
+job numbers line up; `resolve_job_resume` (in each job) skips a finished job with its stored
+objective, continues an interrupted one from its last.pt, and starts any other afresh.
 """
 
 from __future__ import annotations
@@ -15,118 +9,16 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from aerun import overrides as ov
 from aerun import runs
 from aerun.errors import UserError
-from aerun.summarize import clean_overrides, effective_status, grid_jobs, objective_from_metrics, write_summary
-
-try:  # Hydra >= 1.1; a plain base class keeps this module importable without it
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
+from aerun.resume import RESUMABLE_KEYS
+from aerun.sweeps.jobs import clean_overrides, effective_status, grid_jobs, objective_from_metrics
 
 log = logging.getLogger("aerun.sweep")
-
-
-# ----------------------------------------------------------------------------- summary callback
-def _is_multirun(config) -> bool:
-    mode = config.hydra.get("mode") if "hydra" in config else None
-    return getattr(mode, "name", str(mode)) == "MULTIRUN"
-
-
-# Failed plus unfinished jobs of the last sweep this process ran; `aerun` exits 1 when it is > 0.
-last_sweep_problems: int | None = None
-
-
-class SweepSummary(Callback):
-    """Keeps `<sweep dir>/summary.{csv,md}` and `best.json` current; prints them at the end."""
-
-    def __init__(self, sort_by: str = "objective", descending: bool = False, print_at_end: bool = True):
-        self.sort_by = sort_by
-        self.descending = descending
-        self.print_at_end = print_at_end
-
-    def _write(self, sweep_dir: Path):
-        try:
-            return write_summary(sweep_dir, sort_by=self.sort_by, descending=self.descending)
-        except UserError as exc:  # no job dirs (yet), or a bad sort_by: say so, never break the sweep
-            log.warning("sweep summary not written: %s", exc)
-        except Exception:  # noqa: BLE001 - a summary bug must not fail a finished job
-            log.warning("sweep summary not written", exc_info=True)
-        return None
-
-    def on_job_end(self, config, job_return, **kwargs: Any) -> None:
-        if not _is_multirun(config):
-            return
-        from hydra.core.utils import JobStatus
-
-        job_dir = Path(config.hydra.runtime.output_dir)
-        if job_return.status == JobStatus.FAILED:
-            record_crash(job_dir, getattr(job_return, "_return_value", None), config.hydra.job.get("num"))
-        self._write(Path(config.hydra.sweep.dir))
-
-    def on_multirun_end(self, config, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        summary = self._write(sweep_dir)
-        if summary is not None:
-            global last_sweep_problems
-            last_sweep_problems = len(summary.failed) + len(summary.unfinished)
-        if summary is None or not self.print_at_end:
-            return
-        print(summary.markdown, flush=True)
-        counts = summary.counts()
-        line = (f"sweep: {len(summary.jobs)} jobs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                + f"; summary.md, summary.csv and best.json in {sweep_dir}")
-        print(line, flush=True)
-        if summary.failed or summary.unfinished:
-            listed = [f"  job {j.name}: {j.status}: {j.reason or 'no reason recorded'}"
-                      for j in summary.failed + summary.unfinished]
-            print(f"aerun: {len(summary.failed)} failed and {len(summary.unfinished)} unfinished of "
-                  f"{len(summary.jobs)} jobs:\n" + "\n".join(listed), file=sys.stderr, flush=True)
-
-
-def record_crash(job_dir: Path, exc: BaseException | None, job_num=None) -> None:
-    """A job that raised something other than a UserError: failed, with the exception as reason."""
-    from aerun.io import write_json
-
-    text = " ".join(str(exc).split()) if exc is not None else ""
-    reason = f"{type(exc).__name__}: {text}" if exc is not None else "unexpected error"
-    log.error("job %s crashed: %s", job_num, reason, exc_info=exc if isinstance(exc, BaseException) else None)
-    status = runs.read_json(job_dir / runs.STATUS) or {}
-    status.update(status="failed", reason=f"crashed: {reason[:500]}", updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_json(job_dir / runs.STATUS, status)
-
-
-# ----------------------------------------------------------------------------- resume, before Hydra
-def _parsed_value(override: str):
-    """The value of one `key=value` override as Hydra parses it (quotes removed, true -> True)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        return OverridesParser.create().parse_override(override).value()
-    except Exception:  # noqa: BLE001 - the CLI reports unparsable overrides itself
-        return override.split("=", 1)[1]
-
-
-def _last(overrides: list[str], key: str) -> str | None:
-    found = None
-    for o in overrides:
-        if "=" in o and o.split("=", 1)[0].lstrip("+") == key:
-            found = o
-    return found
-
-
-def _is_true(value) -> bool:
-    return value is True or str(value).strip().lower() == "true"
-
-
-def _is_off(value) -> bool:
-    return value is None or value is False or str(value).strip().lower() in ("", "null", "none", "false")
 
 
 def prepare_multirun_overrides(overrides: list[str]) -> list[str]:
@@ -136,22 +28,22 @@ def prepare_multirun_overrides(overrides: list[str]) -> list[str]:
     a directory that is not a sweep, a search sweeper, and a sweep whose job N would get
     other values than the job N already in the directory (job numbers must line up).
     """
-    resume_override = _last(overrides, "resume")
-    value = _parsed_value(resume_override) if resume_override else None
-    if _is_off(value):
+    resume_override = ov.last_override(overrides, "resume")
+    value = ov.parsed_value(resume_override) if resume_override else None
+    if ov.is_off(value):
         return overrides
-    sweep_override = _last(overrides, "hydra.sweep.dir")
-    if _is_true(value):
+    sweep_override = ov.last_override(overrides, "hydra.sweep.dir")
+    if ov.is_true(value):
         if sweep_override is None:
             raise UserError("resume=true with -m: also pass hydra.sweep.dir=<the sweep directory to continue>, "
                             "or pass resume=<sweep dir>")
         sweep_text = sweep_override.split("=", 1)[1]
-        sweep_dir = Path(str(_parsed_value(sweep_override))).expanduser()
+        sweep_dir = Path(str(ov.parsed_value(sweep_override))).expanduser()
         must_exist = False  # the same command can be submitted again and again (cluster requeues)
     else:
         sweep_text = resume_override.split("=", 1)[1]
         sweep_dir = Path(str(value)).expanduser()
-        if sweep_override is not None and Path(str(_parsed_value(sweep_override))).expanduser().resolve() \
+        if sweep_override is not None and Path(str(ov.parsed_value(sweep_override))).expanduser().resolve() \
                 != sweep_dir.resolve():
             raise UserError(f"resume={value} and {sweep_override} name two directories; pass one of them")
         must_exist = True
@@ -167,7 +59,7 @@ def prepare_multirun_overrides(overrides: list[str]) -> list[str]:
 
 
 def _check_sweep_dir(sweep_dir: Path, value, must_exist: bool) -> None:
-    key = "resume" if not _is_true(value) else "hydra.sweep.dir"
+    key = "resume" if not ov.is_true(value) else "hydra.sweep.dir"
     if not sweep_dir.exists():
         if must_exist:
             raise UserError(f"{key}={sweep_dir}: no such directory; pass the sweep directory to continue "
@@ -185,7 +77,7 @@ def _is_search(overrides: list[str]) -> bool:
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+")
-        if key == "hparams_search" and not _is_off(value):
+        if key == "hparams_search" and not ov.is_off(value):
             return True
         if key == "hydra/sweeper" and value not in ("basic", ""):
             return True
@@ -210,8 +102,6 @@ def _check_jobs_line_up(sweep_dir: Path, overrides: list[str]) -> None:
 
 def _identity(overrides) -> list[str]:
     """The overrides that make a job what it is: less those a resume may change (trainer.max_epochs, ...)."""
-    from aerun.train import RESUMABLE_KEYS
-
     return [o for o in clean_overrides(overrides) if o.partition("=")[0].lstrip("+~") not in RESUMABLE_KEYS]
 
 
@@ -225,7 +115,6 @@ def _mismatch(old_overrides, new_overrides) -> str:
     return f"ran with `{only_old}`, not `{only_new}`"
 
 
-# ----------------------------------------------------------------------------- resume, in each job
 @dataclass
 class JobResume:
     """What a job of a resumed sweep does (see `resolve_job_resume`)."""
@@ -248,7 +137,7 @@ def resolve_job_resume(cfg, job_dir, overrides: list[str] | None = None) -> JobR
     ran with before: a job dir that holds another configuration is never overwritten.
     """
     value = cfg.get("resume")
-    if not _is_true(value):
+    if not ov.is_true(value):
         return JobResume(skip=False, resume=value)
     job_dir = Path(job_dir)
     if overrides is None:

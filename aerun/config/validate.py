@@ -1,0 +1,143 @@
+"""Checks a type cannot express: ranges and combinations, each refused with one line that
+names the key, what was wrong and what is allowed. No torch import."""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aerun.config.schema import PRECISIONS
+from aerun.errors import UserError
+
+
+def enum_value(value: Any) -> Any:
+    """An Enum's value, anything else as it is (configs hold Enums, plain dicts hold str)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """A resolved config as plain Python (str enums), safe to store in a weights-only checkpoint."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested plain config as {"dotted.key": value}."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"{key}: {message}")
+
+
+def at_least(node, prefix: str, minimum, *keys: str, none_ok: bool = False, hint: str = "") -> None:
+    """Each `prefix.key` must be >= minimum (or null when none_ok)."""
+    for key in keys:
+        if key not in node:
+            continue
+        value = node[key]
+        if value is None and none_ok:
+            continue
+        also = " or null" if none_ok else ""
+        check(value is not None and value >= minimum, f"{prefix}{key}", f"must be >= {minimum}{also}{hint}, got {value}")
+
+
+def added_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that a `+key=value` override added where the schema has no such setting.
+
+    Hydra lets `+` add keys even to structured configs, so without this check a typo such as
+    `+trainer.max_epoch=5` would be accepted and silently ignored."""
+    schema = OmegaConf.get_type(cfg)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    found = []
+    for key in cfg.keys():
+        if fields is not None and key not in fields:
+            found.append(f"{prefix}{key}")
+            continue
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found += added_keys(child, f"{prefix}{key}.")
+    return found
+
+
+# ----------------------------------------------------------------------------- train
+def validate_train(cfg: DictConfig) -> None:
+    """Ranges and combinations of a composed train config; raises UserError naming the key."""
+    _validate_model(cfg.model)
+    _validate_data(cfg.data)
+    _validate_optim(cfg.optim)
+    _validate_trainer(cfg.trainer)
+    _validate_combinations(cfg)
+
+
+def _validate_model(m) -> None:
+    at_least(m, "model.", 1, "latent_dim", "trunk_dim")
+    for key in ("hidden", "channels"):
+        if key in m:
+            check(all(h >= 1 for h in m[key]), f"model.{key}", f"sizes must be >= 1, got {list(m[key])}")
+    if "channels" in m:
+        check(len(m.channels) >= 1, "model.channels", "needs at least one stride-2 conv layer")
+    if "sparsity" in m:
+        check(m.sparsity.weight >= 0, "model.sparsity.weight", f"must be >= 0, got {m.sparsity.weight}")
+        check(0 < m.sparsity.rho < 1, "model.sparsity.rho", f"must be in (0, 1), got {m.sparsity.rho}")
+    at_least(m, "model.", 0, "beta", "kl_warmup_epochs")
+
+
+def _validate_data(d) -> None:
+    check(d.val_size >= 0, "data.val_size", f"must be >= 0 (a fraction < 1 or a count), got {d.val_size}")
+    at_least(d, "data.", 1, "max_train_samples", "max_test_samples", none_ok=True)
+    noise_kind = enum_value(d.noise.kind)
+    check(d.noise.level >= 0, "data.noise.level", f"must be >= 0, got {d.noise.level}")
+    if noise_kind in ("salt_pepper", "masking"):
+        check(d.noise.level <= 1, "data.noise.level", f"is a probability for {noise_kind}: must be <= 1, got {d.noise.level}")
+    if noise_kind != "none":
+        check(d.noise.level > 0, "data.noise.level", f"must be > 0 when data.noise.kind={noise_kind}")
+
+
+def _validate_optim(o) -> None:
+    check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    at_least(o, "optim.", 0, "weight_decay", "l1_weight")
+    if "momentum" in o:
+        check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    s = o.scheduler
+    at_least(s, "optim.scheduler.", 1, "step_size", "T_max", none_ok=True)
+    at_least(s, "optim.scheduler.", 0, "eta_min")
+    if "gamma" in s:
+        check(0 < s.gamma <= 1, "optim.scheduler.gamma", f"must be in (0, 1], got {s.gamma}")
+
+
+def _validate_trainer(t) -> None:
+    at_least(t, "trainer.", 1, "max_epochs", "batch_size", "eval_batch_size", "log_every_n_steps")
+    at_least(t, "trainer.", 0, "train_eval_size", none_ok=True, hint=" (0 = no train metrics, null = all)")
+    at_least(t, "trainer.", 0, "checkpoint_every_n_steps", hint=" (0 = at epoch ends only)")
+    at_least(t, "trainer.", 0, "images_every_n_epochs", "num_threads")
+    at_least(t, "trainer.", 0, "grad_clip", hint=" (0 = off)")
+    check(t.precision in PRECISIONS, "trainer.precision", f"got '{t.precision}'; choose one of {', '.join(PRECISIONS)}")
+    if t.precision == "16-mixed":
+        check(enum_value(t.device) != "cpu", "trainer.precision",
+              "16-mixed needs a CUDA device; on CPU use trainer.precision=bf16")
+    if t.deterministic and t.compile:
+        raise UserError("trainer.compile: cannot be combined with trainer.deterministic=true; turn one off")
+
+
+def _validate_combinations(cfg) -> None:
+    m = cfg.model
+    loss = enum_value(cfg.loss)
+    output = enum_value(m.get("output_activation", "sigmoid"))
+    if loss == "bce" and output == "identity":
+        raise UserError("loss: bce needs outputs in (0, 1), but model.output_activation=identity; use loss=mse")
+    if output == "auto" and loss == "bce" and enum_value(m.get("activation")) == "identity":
+        raise UserError("loss: bce needs a sigmoid output; a linear (identity) MLP has none: "
+                        "use loss=mse or model.output_activation=sigmoid")
+    metric = cfg.optimized_metric
+    check(metric == "auto" or metric.startswith(("val/", "test/")), "optimized_metric",
+          f"must be 'auto' or a 'val/<name>' / 'test/<name>' metric, got '{metric}'")

@@ -1,0 +1,112 @@
+"""`load_dataset`: a named dataset decoded into uint8 tensors, split into train/val/test.
+
+MNIST, FashionMNIST and CIFAR-10 are small enough to decode once into memory, so there is
+no `Dataset`/`DataLoader`: a split is two tensors, and the training loop slices batches from
+them. The files are read in torchvision's on-disk layout (and the other places users keep
+them) with our own readers, so torchvision is only needed for `download=True`.
+No model code and no config objects: everything takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from aerun.data import cifar, idx
+from aerun.data.splits import ImageDataset, first, split_validation
+from aerun.errors import UserError
+
+log = logging.getLogger("aerun.data")
+
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10")
+_IDX_FOLDERS = {"mnist": ("MNIST", idx.MNIST_CLASSES), "fashion_mnist": ("FashionMNIST", idx.FASHION_MNIST_CLASSES)}
+
+
+def check_available(name: str, root: str | os.PathLike, download: bool = False) -> None:
+    """Refuse (UserError) a dataset whose files are not under `root`, without decoding anything:
+    what the CLI asks before it makes a run directory."""
+    if download:
+        return
+    root = Path(root).expanduser()
+    if name == "cifar10":
+        files, absent = cifar.find(root)
+        if files is None:
+            raise UserError(cifar.missing_message(root, absent, download))
+        files.close()
+    elif name in _IDX_FOLDERS:
+        folder = _IDX_FOLDERS[name][0]
+        found, missing, directory = idx.locate(root, folder)
+        if missing:
+            raise UserError(idx.missing_message(root, folder, missing, directory, download))
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike,
+    *,
+    download: bool = False,
+    val_size: float = 0.1,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    max_test_samples: int | None = None,
+) -> ImageDataset:
+    """Decode `name` from under `root` into CPU uint8 tensors.
+
+    `val_size` < 1 is a fraction of the training images, >= 1 a count; the split is a
+    seeded permutation, so the same seed gives the same split. `max_train_samples` and
+    `max_test_samples` keep the first K images (of train before the split, of test) for
+    quick runs. With `download=True`, missing files are fetched with torchvision first.
+    """
+    if name not in DATASET_NAMES:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    root = Path(root).expanduser()
+    if name == "cifar10":
+        train, test, classes, source = _load_cifar10(root, download)
+    else:
+        train, test, classes, source = _load_idx(root, name, download)
+    train = first(train, max_train_samples, "max_train_samples")
+    test = first(test, max_test_samples, "max_test_samples")
+    train, val = split_validation(train, val_size, seed)
+    log.info("loaded %s from %s: %d train, %d val, %d test", name, source, len(train), len(val), len(test))
+    return ImageDataset(name=name, train=train, val=val, test=test, classes=list(classes))
+
+
+def _load_idx(root: Path, name: str, download: bool):
+    folder, classes = _IDX_FOLDERS[name]
+    found, missing, directory = idx.locate(root, folder)
+    if missing and download:
+        _download(folder, folder, root)
+        found, missing, directory = idx.locate(root, folder)
+    if missing:
+        raise UserError(idx.missing_message(root, folder, missing, directory, download))
+    train, test = idx.read_splits(found)
+    return train, test, classes, directory
+
+
+def _load_cifar10(root: Path, download: bool):
+    files, absent = cifar.find(root)
+    if files is None and download:
+        _download("CIFAR10", "CIFAR-10", root)
+        files, absent = cifar.find(root)
+    if files is None:
+        raise UserError(cifar.missing_message(root, absent, download))
+    source = str(files.folder)
+    train, test, classes = cifar.read_splits(files)
+    return train, test, classes, source
+
+
+def _download(torchvision_class: str, display: str, root: Path) -> None:
+    """Fetch the files with torchvision (imported here only: reading never needs it)."""
+    try:
+        import torchvision.datasets
+
+        getattr(torchvision.datasets, torchvision_class)(str(root), train=True, download=True)
+    except Exception as e:  # no network, a full disk, a moved mirror: all the user's to fix
+        text = cifar.reason(e)
+        if len(text) > 300:
+            text = text[:300] + "..."
+        raise UserError(
+            f"could not download {display} into {root}: {text}; check the network "
+            "or put the files there yourself"
+        ) from None

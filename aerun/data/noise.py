@@ -1,0 +1,48 @@
+"""Input corruption for denoising autoencoders: where the noise is drawn, and from which stream."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from aerun.errors import UserError
+
+NOISE_KINDS = ("none", "gaussian", "salt_pepper", "masking")
+
+
+def noise_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
+    """The denoising-noise stream of one training epoch (fresh noise each epoch, reproducible)."""
+    return torch.Generator(device=device).manual_seed(seed * 7_919 + epoch + 1)
+
+
+def apply_noise(
+    x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Corrupt a float batch `x` in [0, 1] [B, C, H, W] for denoising; the clean x is the target.
+
+    "gaussian": clamp(x + level * N(0, 1), 0, 1). "salt_pepper": each pixel, with probability
+    `level`, becomes 0 or 1 (half each) in all channels. "masking": each pixel, with probability
+    `level`, becomes 0 in all channels. "none": x itself. Draws come from `generator`, which must
+    live on x's device (None: torch's default generator for that device).
+    """
+    if kind not in NOISE_KINDS:
+        raise UserError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+    if kind == "none":
+        return x
+    if not x.is_floating_point():
+        raise TypeError(f"apply_noise needs a float tensor in [0, 1], got {x.dtype}")
+    if not math.isfinite(level) or level < 0 or (kind != "gaussian" and level > 1):
+        limit = "a sigma >= 0" if kind == "gaussian" else "a probability in [0, 1]"
+        raise UserError(f"noise level {level} is invalid for {kind!r} noise: it must be {limit}")
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + level * noise).clamp_(0, 1)
+    # One uniform per pixel, shared by the channels (a dead pixel is dead in every channel).
+    # Drawn in float32 so a half-precision x does not bias the probabilities.
+    u = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=x.device)  # [B, 1, H, W]
+    if kind == "masking":
+        return x * (u >= level).to(x.dtype)
+    # salt_pepper: u < level/2 -> salt (1), level/2 <= u < level -> pepper (0), else keep.
+    value = (u < level / 2).to(x.dtype)
+    return torch.where(u < level, value, x)

@@ -1,0 +1,46 @@
+"""Fault injection for aerun's own tests: crashes, signals and disk errors at named points.
+
+Read from the environment variable AERUN_TEST_FAULTS, never from a config, so users never
+see it: a comma-separated list of ACTION@POINT or ACTION@POINT#N (the N-th time the point is
+reached; for the point `step`, N is the global step). ACTION is a signal name (SIGKILL,
+SIGTERM, SIGINT) or an errno name (ENOSPC, EIO, EROFS, EACCES), raised as an OSError.
+Points: startup, data, step, epoch_end, checkpoint, final_evaluation, figures, latent.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV = "AERUN_TEST_FAULTS"
+_hits: dict[str, int] = {}
+
+
+def _plan() -> list[tuple[str, str, int | None]]:
+    text = os.environ.get(ENV, "")
+    plan = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        action, _, where = entry.partition("@")
+        point, _, count = where.partition("#")
+        plan.append((action, point, int(count) if count else None))
+    return plan
+
+
+def at(point: str, step: int | None = None) -> None:
+    """Fire whatever AERUN_TEST_FAULTS plans for this point (nothing when it is unset)."""
+    if ENV not in os.environ:
+        return
+    _hits[point] = _hits.get(point, 0) + 1
+    reached = step if step is not None else _hits[point]
+    for action, planned_point, count in _plan():
+        if planned_point == point and (count is None or count == reached):
+            _fire(action, point)
+
+
+def _fire(action: str, point: str) -> None:
+    if action.startswith("SIG"):
+        os.kill(os.getpid(), getattr(signal, action))
+        return
+    code = getattr(errno, action)
+    raise OSError(code, os.strerror(code), f"<{point}>")

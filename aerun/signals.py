@@ -1,0 +1,63 @@
+"""One signal policy for the whole process: SIGINT and SIGTERM stop aerun cleanly wherever
+they arrive.
+
+Outside the training loop a signal raises `Interrupted` at once: every file aerun writes is
+written to a temp file and renamed, so stopping anywhere leaves whole files and the temp
+file is removed on the way out. Inside the loop (`graceful()`), the first signal only asks
+the loop to stop after the current step, so it can write `last.pt`; a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+
+from aerun.errors import Interrupted
+
+log = logging.getLogger("aerun.signals")
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalPolicy:
+    def __init__(self):
+        self.received: int | None = None  # the first signal seen inside graceful()
+        self._graceful = 0
+        self._installed = False
+
+    def install(self) -> None:
+        """Take over SIGINT/SIGTERM for this process (a no-op off the main thread)."""
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in HANDLED:
+            signal.signal(sig, self._handle)
+        self._installed = True
+
+    def _handle(self, signum, frame):
+        if self._graceful and self.received is None:
+            self.received = signum
+            log.warning("received %s: finishing the current step and writing a checkpoint "
+                        "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+            return
+        raise Interrupted(signum)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.received is not None
+
+    @contextmanager
+    def graceful(self):
+        """Within this block a first signal is a request (`stop_requested`), not an exception."""
+        self.install()
+        self._graceful += 1
+        try:
+            yield self
+        finally:
+            self._graceful -= 1
+            if not self._graceful:
+                self.received = None
+
+
+POLICY = SignalPolicy()
