@@ -125,9 +125,6 @@ class RunCheckpoints:
     def save(self, state, role: str) -> None:
         if not self.writes:
             return
-        from aerun import faults
-
-        faults.at("checkpoint")
         save_checkpoint(self.paths[role], dict(state.state_dict(), config=self.config, input_shape=self.input_shape,
                                                params=self.params, rng=capture_rng_state()))
 

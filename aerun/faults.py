@@ -3,8 +3,10 @@
 Read from the environment variable AERUN_TEST_FAULTS, never from a config, so users never
 see it: a comma-separated list of ACTION@POINT or ACTION@POINT#N (the N-th time the point is
 reached; for the point `step`, N is the global step). ACTION is a signal name (SIGKILL,
-SIGTERM, SIGINT) or an errno name (ENOSPC, EIO, EROFS, EACCES), raised as an OSError.
-Points: startup, data, step, epoch_end, checkpoint, final_evaluation, figures, latent.
+SIGTERM, SIGINT), an errno name (ENOSPC, EIO, EROFS, EACCES: an OSError), OOM (the
+RuntimeError torch raises when memory runs out) or BUG (an unexpected exception).
+Points: run_dir, startup, data, step, epoch_end, checkpoint (inside the write, after the
+bytes), final_evaluation, job_end (a sweep between two jobs), latent (a command that reads a run).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def _plan() -> list[tuple[str, str, int | None]]:
     return plan
 
 
+def enabled() -> bool:
+    return ENV in os.environ
+
+
 def at(point: str, step: int | None = None) -> None:
     """Fire whatever AERUN_TEST_FAULTS plans for this point (nothing when it is unset)."""
     if ENV not in os.environ:
@@ -42,5 +48,9 @@ def _fire(action: str, point: str) -> None:
     if action.startswith("SIG"):
         os.kill(os.getpid(), getattr(signal, action))
         return
+    if action == "OOM":
+        raise RuntimeError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected at {point})")
+    if action == "BUG":
+        raise ZeroDivisionError(f"injected at {point}")
     code = getattr(errno, action)
-    raise OSError(code, os.strerror(code), f"<{point}>")
+    raise OSError(code, os.strerror(code))

@@ -28,10 +28,28 @@ def image_rows(*rows):
 
 
 class NullReporter:
-    """Reports nothing (DDP ranks other than 0)."""
+    """Reports nothing (DDP ranks other than 0, benchmarks)."""
 
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+    def epoch_started(self, state, steps_per_epoch: int) -> None:
+        pass
+
+    def step_done(self, state) -> None:
+        pass
+
+    def log_point(self, state, means: dict) -> None:
+        pass
+
+    def epoch_done(self, state, train: dict, val: dict, improved: bool) -> None:
+        pass
+
+    def stopped(self, state, signum: int) -> None:
+        pass
+
+    def final(self, metrics: dict, plain: dict, dataset) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class TrainReporter:

