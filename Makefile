@@ -22,11 +22,11 @@ train:  ## the main job: the conv AE on MNIST
 smoke:  ## a tiny run, seconds on CPU
 	$(BIN)/aerun train debug=smoke data.root=$(DATA_ROOT)
 
-test:  ## the test suite (builds its own tiny datasets; nothing downloads)
-	$(BIN)/python -m pytest -q
+test:  ## the fast suite, 2 processes (builds its own tiny datasets; nothing downloads)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
-test-all:
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+test-all:  ## every test, the slow ones too (DDP, launchers, the full option walk, kill -9)
+	$(BIN)/python -m pytest -q -n 2 -m "slow or not slow"
 
 bench:  ## throughput benchmark: prints ratios, writes benchmarks/results.md
 	$(BIN)/python benchmarks/train_throughput.py --root $(DATA_ROOT)

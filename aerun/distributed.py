@@ -36,8 +36,11 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def setup(strategy: str, device_name: str) -> tuple[DistContext, torch.device | None]:
-    """Join the process group for strategy=ddp; (context, the device this rank must use or None)."""
+def setup(strategy: str, device_name: str, timeout_s: float = 600.0) -> tuple[DistContext, torch.device | None]:
+    """Join the process group for strategy=ddp; (context, the device this rank must use or None).
+
+    A collective that waits longer than `timeout_s` for a peer fails instead of hanging (a peer
+    that died is noticed at once: its connections close)."""
     if strategy != "ddp":
         return DistContext(), None
     if not launched_by_torchrun():
@@ -51,7 +54,9 @@ def setup(strategy: str, device_name: str) -> tuple[DistContext, torch.device | 
     if device_name == "cuda" and not use_cuda:
         raise UserError("trainer.device=cuda: no CUDA device is available here; use trainer.device=cpu (gloo)")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        import datetime
+
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -88,6 +93,22 @@ def any_rank(ctx: DistContext, flag: bool) -> bool:
         tensor = tensor.cuda()
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def first_bad_step(ctx: DistContext, step: int | None) -> tuple[int, int] | None:
+    """(step, rank) of the earliest non-finite step over all ranks, or None when every rank is
+    finite; `step` is this rank's first bad step (None if it has none). Every rank calls it."""
+    if not ctx.enabled:
+        return (step, ctx.rank) if step is not None else None
+    import torch.distributed as dist
+
+    never = 2 ** 62
+    code = torch.tensor([never if step is None else step * ctx.world_size + ctx.rank], dtype=torch.long)
+    if dist.get_backend() == "nccl":
+        code = code.cuda()
+    dist.all_reduce(code, op=dist.ReduceOp.MIN)
+    value = int(code.item())
+    return None if value == never else divmod(value, ctx.world_size)
 
 
 def local_permutation(perm: torch.Tensor, global_batch: int, ctx: DistContext) -> torch.Tensor:

@@ -11,9 +11,12 @@ import signal
 
 
 class AerunError(Exception):
-    """A failure aerun can explain in one line; `exit_code` is the process's exit status."""
+    """A failure aerun can explain in one line; `exit_code` is the process's exit status,
+    `hint` what the one line adds about what to do next (set by whoever knows, e.g. how to
+    resume the run that failed)."""
 
     exit_code = 1
+    hint = ""
 
 
 class UserError(AerunError):
@@ -37,6 +40,8 @@ class OutOfMemory(AerunError):
 class Interrupted(BaseException):
     """A signal asked the process to stop. A BaseException, like KeyboardInterrupt, so that no
     `except Exception` on the way up mistakes it for a failure of the work being done."""
+
+    hint = ""
 
     def __init__(self, signum: int, where: str = ""):
         self.signum = int(signum)

@@ -2,9 +2,11 @@
 
 Read from the environment variable AERUN_TEST_FAULTS, never from a config, so users never
 see it: a comma-separated list of ACTION@POINT or ACTION@POINT#N (the N-th time the point is
-reached; for the point `step`, N is the global step). ACTION is a signal name (SIGKILL,
+reached; for the point `step`, N is the global step), optionally followed by :rankR (only in
+DDP rank R). ACTION is a signal name (SIGKILL,
 SIGTERM, SIGINT), an errno name (ENOSPC, EIO, EROFS, EACCES: an OSError), OOM (the
-RuntimeError torch raises when memory runs out) or BUG (an unexpected exception).
+RuntimeError torch raises when memory runs out), BUG (an unexpected exception) or NAN (the
+batch of that step made NaN: at the point `batch`, through `poison`).
 Points: run_dir, startup, data, step, epoch_end, checkpoint (inside the write, after the
 bytes), final_evaluation, job_end (a sweep between two jobs), latent (a command that reads a run).
 """
@@ -21,12 +23,24 @@ _hits: dict[str, int] = {}
 
 def _plan() -> list[tuple[str, str, int | None]]:
     text = os.environ.get(ENV, "")
+    rank = os.environ.get("RANK", "0")
     plan = []
     for entry in filter(None, (e.strip() for e in text.split(","))):
+        entry, _, only = entry.partition(":rank")
+        if only and only != rank:
+            continue
         action, _, where = entry.partition("@")
         point, _, count = where.partition("#")
         plan.append((action, point, int(count) if count else None))
     return plan
+
+
+def poison(point: str, tensor, step: int):
+    """`tensor` made NaN where AERUN_TEST_FAULTS plans NAN@point#step (else `tensor` itself)."""
+    for action, planned_point, count in _plan():
+        if action == "NAN" and planned_point == point and count in (None, step):
+            return tensor * float("nan")
+    return tensor
 
 
 def enabled() -> bool:

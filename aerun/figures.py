@@ -7,25 +7,50 @@ from pathlib import Path
 
 from aerun.io import atomic_path
 
-GRID_TARGET_WIDTH = 1200  # px: a grid of 28-px digits is upscaled to about this width, at most 4x
+GRID_TARGET_WIDTH = 1200  # px: a grid of 28-px digits is upscaled to the whole number closest to this width
 
 
 def grid_scale(width: int) -> int:
-    """The whole-number upscale that brings a grid `width` px wide near GRID_TARGET_WIDTH (1..4)."""
-    return min(4, max(1, GRID_TARGET_WIDTH // max(1, width)))
+    """The whole-number upscale (1..4) that brings a grid `width` px wide closest to GRID_TARGET_WIDTH."""
+    return min(4, max(1, round(GRID_TARGET_WIDTH / max(1, width))))
 
 
-def save_image_grid(tensor, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> None:
-    """A torchvision image grid, written atomically as PNG; small grids (MNIST's 28-px tiles)
-    are upscaled by a whole number with nearest-neighbour pixels, so they are readable when
-    opened as they are. The exact values stay in the .npy/.npz files written beside them."""
-    from torchvision.utils import make_grid, save_image
+def grid_image(tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, row_labels: list[str] | None = None):
+    """A torchvision image grid as a PIL image, upscaled by a whole number with nearest-neighbour
+    pixels (MNIST's 28-px tiles are readable when opened as they are), with `row_labels` written
+    in a margin on the left of each row (what the row is: input, reconstruction, ...)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+    from torchvision.utils import make_grid
 
     grid = make_grid(tensor.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
     scale = grid_scale(grid.shape[-1])
     grid = grid.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # [C, H*s, W*s]
+    array = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    if not row_labels:
+        return image
+    font = ImageFont.load_default(size=max(12, 7 * scale))
+    draw = ImageDraw.Draw(image)
+    margin = 12 + max(draw.textbbox((0, 0), label, font=font)[2] for label in row_labels)
+    labelled = Image.new(image.mode, (image.width + margin, image.height), 255 if image.mode == "L" else (255,) * 3)
+    labelled.paste(image, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    row_height = (tensor.shape[-2] + padding) * scale
+    for row, label in enumerate(row_labels):
+        top, bottom = draw.textbbox((0, 0), label, font=font)[1::2]
+        y = padding * scale + row * row_height + (row_height - padding * scale - (bottom - top)) // 2 - top
+        draw.text((6, y), label, fill=0 if image.mode == "L" else (0, 0, 0), font=font)
+    return labelled
+
+
+def save_image_grid(tensor, path, nrow: int = 8, padding: int = 2, pad_value: float = 1.0,
+                    row_labels: list[str] | None = None) -> None:
+    """`grid_image` written atomically as PNG. The exact values stay in the .npy/.npz files
+    written beside it."""
+    image = grid_image(tensor, nrow, padding, pad_value, row_labels)
     with atomic_path(path, suffix=".png") as tmp:
-        save_image(grid, str(tmp), format="png")
+        image.save(tmp, format="png")
 
 
 # ----------------------------------------------------------------------------- plots

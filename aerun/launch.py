@@ -47,6 +47,9 @@ class Job:
 
 def claim_run_dir(base: str = "outputs", multirun: bool = False) -> str:
     """A new directory that no other run can share: mkdir fails if another run took the name."""
+    from aerun import faults
+
+    faults.at("run_dir")
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
     parent = Path(base) / ("multirun" if multirun else "") / stamp
     for attempt in range(1000):
@@ -72,7 +75,11 @@ def choose_run_dir(overrides: list[str], multirun: bool) -> list[str]:
     if given is None:
         return [*overrides, f"hydra.run.dir={claim_run_dir()}"]
     path = Path(str(ov.parsed_value(f"hydra.run.dir={given}"))).expanduser()
-    if not path.exists():  # made for this run: removed again if the run never starts
+    if path.exists():
+        from aerun.runs import refuse_if_in_use
+
+        refuse_if_in_use(path)  # before Hydra writes its files there
+    else:  # made for this run: removed again if the run never starts
         _fresh_dirs.add(str(path.resolve()))
     return overrides
 

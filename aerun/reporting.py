@@ -110,9 +110,8 @@ class TrainReporter:
 
     def stopped(self, state, signum: int) -> None:
         self._close_bar()
-        log.warning("stopped by %s at epoch %d, step %d; checkpoint written. Resume with:\n"
-                    "  aerun train resume=%s", signal.Signals(signum).name, state.epoch + 1, state.global_step,
-                    self.run_dir)
+        log.warning("stopped by %s at epoch %d, step %d; checkpoint written", signal.Signals(signum).name,
+                    state.epoch + 1, state.global_step)
 
     def _close_bar(self) -> None:
         if self.bar is not None:
@@ -141,11 +140,13 @@ def write_figures(model, dataset, run_dir: Path, noise: dict, seed: int) -> None
     model.eval()
     with torch.no_grad():
         clean = to_float(dataset.test.images[:16])
-        save_image_grid(image_rows(clean, model.reconstruct(clean)), run_dir / "reconstructions.png", nrow=16)
+        save_image_grid(image_rows(clean, model.reconstruct(clean)), run_dir / "reconstructions.png", nrow=16,
+                        row_labels=["input", "reconstruction"])
         if noise["kind"] != "none":
             generator = torch.Generator(device=clean.device).manual_seed(seed)
             noisy = apply_noise(clean, noise["kind"], noise["level"], generator)
-            save_image_grid(image_rows(noisy, model.reconstruct(noisy), clean), run_dir / "denoising.png", nrow=16)
+            save_image_grid(image_rows(noisy, model.reconstruct(noisy), clean), run_dir / "denoising.png", nrow=16,
+                            row_labels=["noisy input", "denoised", "clean"])
 
 
 

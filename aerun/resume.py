@@ -20,7 +20,7 @@ log = logging.getLogger("aerun.resume")
 # Options that may differ when a run is resumed: they change neither the model nor the data.
 RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.log_every_n_steps",
                   "trainer.checkpoint_every_n_steps", "trainer.images_every_n_epochs", "trainer.num_threads",
-                  "trainer.device", "trainer.eval_batch_size", "trainer.train_eval_size", "trainer.channels_last",
+                  "trainer.device", "trainer.ddp_timeout_s", "trainer.eval_batch_size", "trainer.train_eval_size", "trainer.channels_last",
                   "optimized_metric"}
 IGNORED_PREFIXES = ("experiment", "debug", "hparams_search")
 

@@ -115,11 +115,24 @@ def lifecycle(run_dir: Path, overrides: list[str] | None):
             yield life
         except (Interrupted, KeyboardInterrupt) as exc:
             _final_status(run_dir, "interrupted", reason=one_line(exc) or "interrupted")
+            _add_resume_hint(exc, run_dir, "")
             raise
         except BaseException as exc:
-            _final_status(run_dir, "failed", reason=one_line(exc)[:500])
+            from aerun.exits import classify
+
+            _final_status(run_dir, "failed", reason=classify(exc)[1][:500])
+            if not isinstance(exc, UserError):  # a disk, memory or a bug: the same run can go on
+                _add_resume_hint(exc, run_dir, "fix that, then ")
             raise
         _final_status(run_dir, "ok", objective=life.objective)
+
+
+def _add_resume_hint(exc: BaseException, run_dir: Path, prefix: str) -> None:
+    if (run_dir / LAST).is_file():
+        try:
+            exc.hint = f"; {run_dir / LAST} is whole: {prefix}resume with aerun train resume={run_dir}"
+        except AttributeError:  # an exception type that takes no attributes
+            pass
 
 
 def _final_status(run_dir: Path, status: str, **extra) -> None:
@@ -219,7 +232,9 @@ def upgrade_config(config: dict) -> dict:
                 scheduler[key] = old.get(value[0], value[1])
         optim["scheduler"] = scheduler
         config["optim"] = optim
-    (config.get("trainer") or {}).pop("kill_at_step", None)
+    trainer = config.get("trainer") or {}
+    trainer.pop("kill_at_step", None)
+    trainer.setdefault("ddp_timeout_s", 600.0)
     model = config.get("model") or {}
     if model.get("_target_") in VARIATIONAL_TARGETS:
         model.pop("sparsity", None)

@@ -15,6 +15,13 @@ from tests.datasets_fixture import make_cifar10, make_mnist_like
 
 REPO = Path(__file__).resolve().parents[1]
 AERUN = [sys.executable, "-m", "aerun"]
+# Under pytest-xdist (make test: 2 processes on 2 cores) each worker, and every aerun it starts,
+# gets one torch thread: two workers of two threads each on two cores run ~10x slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

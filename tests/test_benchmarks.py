@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
-
+@pytest.mark.slow
 def test_throughput_benchmark_quick_run(data_root, tmp_path):
     results = REPO / "benchmarks" / "results.md"
     before = results.stat().st_mtime_ns if results.exists() else None
@@ -24,7 +26,7 @@ def test_throughput_benchmark_quick_run(data_root, tmp_path):
     after = results.stat().st_mtime_ns if results.exists() else None
     assert after == before  # a --quick run never overwrites the recorded results
 
-
+@pytest.mark.slow
 def test_cpu_options_benchmark_prints_both_rows():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_options.py"), "--models", "linear_ae",
                            "--steps", "2", "--repeats", "1"], capture_output=True, text=True, timeout=120)

@@ -27,12 +27,18 @@ def test_help_lists_commands_and_group_choices_without_importing_torch():
     assert elapsed < 5  # generous for a loaded CI machine; measured ~0.05 s
 
 
-def test_command_help_shows_the_composed_config_and_no_schema_names(tmp_path):
+def test_command_help_shows_the_composed_config_with_what_each_key_does(tmp_path):
     proc = run_aerun("train", "--help", "model=vae", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "_target_: aerun.models.VAE" in proc.stdout and "aerun --help" in proc.stdout
     assert "base_" not in proc.stdout  # the schemas behind the groups are not choices
+    lines = {line.split(":")[0].strip(): line for line in proc.stdout.splitlines() if ":" in line}
+    assert "# 32 | bf16 | 16-mixed (CUDA only)" in lines["precision"]  # the YAML comment of trainer.precision
+    assert "# null: the model's default" in lines["loss"]
+    assert "kill_at_step" not in proc.stdout and "_partial_" not in proc.stdout  # no test hooks, no internals
     assert not (tmp_path / "outputs").exists()  # help starts no run
+    proc = run_aerun("encode", "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "# pca | tsne" in proc.stdout
 
 
 def test_smoke_run_through_the_cli(data_root, tmp_path):
@@ -131,19 +137,34 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args, expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_gives_one_line_and_exit_2(args, expected, data_root, tmp_path):
+def test_bad_input_gives_one_line_and_exit_2(args, expected, data_root, tmp_path, monkeypatch, capsys):
+    """In-process through `aerun.cli.main` (the same code path as the command); a few run as
+    real processes below."""
+    from aerun.cli import main
+
     if args == ["trainer.device=cuda"]:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("a CUDA device is present")
-        args = [*args, *tiny_overrides(data_root)[:-1]]  # the device check needs the run to start
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aerun: error: "), err
+    assert expected in lines[0], lines[0]
+    assert not (tmp_path / "outputs").exists()  # refused before a run directory was made
+
+
+@pytest.mark.parametrize("args, expected", [(["optim.lr=-1"], "optim.lr: must be > 0, got -1.0"),
+                                            (["--bogus"], "unknown option '--bogus'"),
+                                            (["model=vae", "model.sparsity.kind=l1"], "model.sparsity")])
+def test_bad_input_as_a_process_is_one_line_without_traceback(args, expected, tmp_path):
     proc = run_aerun("train", *args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) >= 1 and lines[-1].startswith("aerun: error: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("aerun: error: ") and expected in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
-    assert expected in lines[-1], lines[-1]
 
 
 def test_resume_dir_that_is_not_a_run(tmp_path):

@@ -25,9 +25,10 @@ TILE = 28 + 2  # a 28x28 tile and its 2-pixel padding in an image grid
 
 
 def _grid_size(cols: int, rows: int) -> tuple[int, int]:
-    """A grid of 28-px tiles with 2-px padding, upscaled as aerun.io.save_image_grid does."""
+    """A grid of 28-px tiles with 2-px padding, upscaled as aerun.figures.save_image_grid does:
+    by the whole number (1..4) that brings it closest to 1,200 px wide."""
     width, height = cols * TILE + 2, rows * TILE + 2
-    scale = min(4, max(1, 1200 // width))
+    scale = min(4, max(1, round(1200 / width)))
     return (width * scale, height * scale)
 
 
@@ -119,7 +120,10 @@ def test_interpolate_cli_by_class(ae2, tmp_path):
     proc = run_aerun("interpolate", f"run={ae2}", "from_class=2", "to_class=9", "steps=7", "device=cpu",
                      f"hydra.run.dir={tmp_path / 'int'}")
     assert proc.returncode == 0, proc.stderr
-    assert _png_size(tmp_path / "int" / "interpolation.png") == _grid_size(7, 1)
+    # the two input images above the decoded path, rows labelled in a margin on the left
+    width, height = _png_size(tmp_path / "int" / "interpolation.png")
+    grid_width, grid_height = _grid_size(7, 2)
+    assert height == grid_height and grid_width + 40 < width < grid_width + 400
     with np.load(tmp_path / "int" / "interpolation.npz") as npz:
         assert npz["codes"].shape == (7, 2) and npz["images"].shape == (7, 1, 28, 28)
         assert npz["labels"].tolist() == [2, 9]
@@ -228,7 +232,7 @@ def test_projector_entries_of_two_splits_are_both_kept(ae8, tmp_path):
     tensors = next((ae8 / runs.TENSORBOARD).glob("*/latent_test/tensors.tsv"))
     assert len(tensors.read_text().splitlines()) == 50
 
-
+@pytest.mark.slow
 def test_a_relative_data_root_is_read_from_where_the_run_was_trained(data_root, tmp_path):
     """`aerun train data.root=data` in one folder, then the latent commands and evaluate from
     another: the run's relative data.root resolves against the folder it was trained in."""
@@ -396,7 +400,7 @@ def test_generate_option_errors(ae2, tmp_path):
         generate(_cfg("generate", ae2, "generate.components=0"), tmp_path)
 
 
-@pytest.mark.parametrize("tiles, size, nrow, scale", [(64, 28, 8, 4), (10, 28, 10, 3), (32, 28, 16, 2),
+@pytest.mark.parametrize("tiles, size, nrow, scale", [(64, 28, 8, 4), (10, 28, 10, 4), (32, 28, 16, 2),
                                                       (16, 32, 16, 2), (8, 200, 16, 1)])
 def test_image_grids_are_upscaled_by_a_whole_number_and_keep_every_pixel(tmp_path, tiles, size, nrow, scale):
     from torchvision.utils import make_grid
@@ -412,6 +416,21 @@ def test_image_grids_are_upscaled_by_a_whole_number_and_keep_every_pixel(tmp_pat
     for dy in range(scale):  # every pixel is a scale x scale block of one grid pixel
         for dx in range(scale):
             assert torch.equal(saved[:, dy::scale, dx::scale], expected)
+
+
+def test_row_labels_go_in_a_margin_beside_the_unchanged_grid(tmp_path):
+    from aerun.figures import grid_image
+
+    images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = np.array(grid_image(images, nrow=16))
+    labelled = np.array(grid_image(images, nrow=16, row_labels=["input", "reconstruction"]))
+    margin = labelled.shape[1] - plain.shape[1]
+    assert labelled.shape[0] == plain.shape[0] and margin > 40
+    np.testing.assert_array_equal(labelled[:, margin:], plain)  # the grid itself is untouched
+    top, bottom = labelled[: plain.shape[0] // 2, :margin], labelled[plain.shape[0] // 2:, :margin]
+    assert (top < 128).any() and (bottom < 128).any()  # a label is written beside each row
+    wider = np.array(grid_image(images, nrow=16, row_labels=["noisy input", "a much longer label"]))
+    assert wider.shape[1] > labelled.shape[1]
 
 
 def test_many_samples_go_to_the_array_and_the_grid_shows_the_first(ae2, tmp_path):

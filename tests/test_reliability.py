@@ -33,7 +33,7 @@ def _assert_same_weights(a, b):
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
-
+@pytest.mark.slow
 def test_kill_9_at_an_odd_step_then_resume_is_bit_exact(data_root, tmp_path):
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     proc = run_aerun("train", *tiny_overrides(data_root, *EXACT), f"hydra.run.dir={reference}")
@@ -53,7 +53,7 @@ def test_kill_9_at_an_odd_step_then_resume_is_bit_exact(data_root, tmp_path):
     assert ref_metrics["test"] == new_metrics["test"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed", "reference"]  # no new run folder
 
-
+@pytest.mark.slow
 def test_resume_continues_to_more_epochs_in_the_same_dir(data_root, tmp_path):
     run_dir = tmp_path / "run"
     assert run_aerun("train", *tiny_overrides(data_root, "model=linear_ae"), f"hydra.run.dir={run_dir}").returncode == 0
@@ -68,7 +68,7 @@ def test_resume_continues_to_more_epochs_in_the_same_dir(data_root, tmp_path):
     again = json.loads((run_dir / "metrics.json").read_text())
     assert again["steps"] == 14 and again["val"] == metrics["val"] and again["test"] == metrics["test"]
 
-
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_refused(data_root, tmp_path):
     run_dir = tmp_path / "run"
     assert run_aerun("train", *tiny_overrides(data_root, "model=linear_ae"), f"hydra.run.dir={run_dir}").returncode == 0

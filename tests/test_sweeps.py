@@ -231,6 +231,7 @@ def test_a_missing_launcher_plugin_is_one_line():
     check_config("train", ["hydra/launcher=basic", "hydra.launcher.foo=1", "model.latent_dim=2,4"], True, None)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*SQLAlchemy 2.0")  # optuna 2.10's storage module, imported, unused
 def test_optuna_search_three_trials(data_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -265,7 +266,7 @@ def test_optuna_vae_search_space_has_beta():
     assert set(cfg.hydra.sweeper.params) == {"optim.lr", "model.latent_dim", "model.beta"}
     assert cfg.hydra.sweeper.direction == "minimize"
 
-
+@pytest.mark.slow
 def test_submitit_local_launcher(data_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep_dir = tmp_path / "sweep"
@@ -276,7 +277,7 @@ def test_submitit_local_launcher(data_root, tmp_path):
     status = json.loads((sweep_dir / "0" / runs.STATUS).read_text())
     assert status["pid"] != os.getpid()  # it ran in submitit's own process
 
-
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel(data_root, tmp_path):
     """Through the `aerun` command itself: its prompt exit must not wait forever on the pool."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")

@@ -45,8 +45,10 @@ def test_every_model_trains_and_writes_a_complete_run(trained_run, model):
         assert metrics["recon_loss"] == "bce" and metrics["test"]["elbo"] < 0
     else:
         assert metrics["recon_loss"] == "mse"
-    # inputs above reconstructions: 2 rows of 16 28x28 tiles with 2-pixel padding, upscaled 2x
-    assert Image.open(run_dir / "reconstructions.png").size == (2 * (16 * 30 + 2), 2 * (2 * 30 + 2))
+    # inputs above reconstructions: 2 rows of 16 28x28 tiles with 2-pixel padding, upscaled 2x, and
+    # the rows' labels in a margin on the left
+    width, height = Image.open(run_dir / "reconstructions.png").size
+    assert height == 2 * (2 * 30 + 2) and 2 * (16 * 30 + 2) + 40 < width < 2 * (16 * 30 + 2) + 300
 
 
 def test_checkpoint_is_complete_and_weights_only(trained_run):

@@ -103,7 +103,12 @@ def _pair(cfg, loaded, device, out_dir: Path) -> dict:
     ends = torch.as_tensor(latent.encode_images(model, split.images[[i0, i1]], 2, device)["codes"])  # [2, D]
     codes = model.path_between(ends[0].to(device), ends[1].to(device), cfg.steps, method).cpu()  # [steps, D]
     images = latent.decode_codes(model, codes, cfg.batch_size, device)  # [steps, C, H, W]
-    save_image_grid(images, out_dir / "interpolation.png", nrow=cfg.steps)
+    # the two real images above the decoded ends, so a reconstruction that is off shows
+    real = split.images[[i0, i1]].float().cpu() / 255.0  # [2, C, H, W]
+    top = torch.ones_like(images)
+    top[0], top[-1] = real[0], real[1]
+    save_image_grid(torch.cat([top, images]), out_dir / "interpolation.png", nrow=cfg.steps,
+                    row_labels=["input images", "decoded path"])
     labels = split.labels[[i0, i1]].tolist()
     latent.save_npz(out_dir / "interpolation.npz", codes=codes.numpy(), images=images.numpy(),
                     indices=np.array([i0, i1]), labels=np.array(labels))

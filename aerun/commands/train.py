@@ -68,10 +68,12 @@ def run(cfg: DictConfig, job) -> float | None:
 def train(cfg: DictConfig, run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict:
     """Train as `cfg` says, writing everything into `run_dir`; returns the metrics dict."""
     validate_train(cfg)
-    ctx, dist_device = distributed.setup(enum_value(cfg.trainer.strategy), enum_value(cfg.trainer.device))
+    ctx, dist_device = distributed.setup(enum_value(cfg.trainer.strategy), enum_value(cfg.trainer.device),
+                                         cfg.trainer.ddp_timeout_s)
     try:
         run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
-        if not ctx.is_main:  # other DDP ranks train and write nothing
+        if not ctx.is_main:  # other DDP ranks train, write nothing and say only what fails
+            logging.getLogger("aerun").setLevel(logging.ERROR)
             return _train(cfg, run_dir, ctx, dist_device)
         with runs.lifecycle(run_dir, overrides) as life:
             metrics = _train(cfg, run_dir, ctx, dist_device)

@@ -241,6 +241,7 @@ class TrainerConfig:
     progress: bool = True
     images_every_n_epochs: int = 1
     strategy: Strategy = Strategy.single
+    ddp_timeout_s: float = 600.0  # strategy=ddp: a collective waiting longer for a peer fails instead of hanging
 
 
 @dataclass

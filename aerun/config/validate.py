@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aerun.config.schema import PRECISIONS
+from aerun.config.schema import PRECISIONS, NoiseConfig, SchedulerConfig, SparsityConfig, TrainerConfig
 from aerun.errors import UserError
 
 
@@ -51,6 +51,15 @@ def at_least(node, prefix: str, minimum, *keys: str, none_ok: bool = False, hint
         check(value is not None and value >= minimum, f"{prefix}{key}", f"must be >= {minimum}{also}{hint}, got {value}")
 
 
+def unused_unless(used: bool, node, defaults, prefix: str, keys: tuple[str, ...], why: str) -> None:
+    """Refuse a value set for an option that has no effect here (no option is ever ignored)."""
+    if used:
+        return
+    for key in keys:
+        if node[key] != getattr(defaults, key):
+            raise UserError(f"{prefix}{key}={node[key]}: has no effect with {why}")
+
+
 def added_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     """Keys that a `+key=value` override added where the schema has no such setting.
 
@@ -89,13 +98,37 @@ def _validate_model(m) -> None:
     if "sparsity" in m:
         check(m.sparsity.weight >= 0, "model.sparsity.weight", f"must be >= 0, got {m.sparsity.weight}")
         check(0 < m.sparsity.rho < 1, "model.sparsity.rho", f"must be in (0, 1), got {m.sparsity.rho}")
+        kind = enum_value(m.sparsity.kind)
+        unused_unless(kind != "none", m.sparsity, SparsityConfig(), "model.sparsity.", ("weight",),
+                      "model.sparsity.kind=none (no penalty); set model.sparsity.kind=l1 or kl")
+        unused_unless(kind == "kl", m.sparsity, SparsityConfig(), "model.sparsity.", ("rho",),
+                      f"model.sparsity.kind={kind} (rho is the target activation of kind=kl)")
     at_least(m, "model.", 0, "beta", "kl_warmup_epochs")
+    if "hidden" in m and not m.hidden and "latent_activation" in m:
+        _check_activation_without_hidden(m)
+    elif "hidden" in m and not m.hidden:
+        raise UserError("model.hidden=[]: a VAE needs at least one hidden layer here (without one, "
+                        "model.activation would have nothing to act on); e.g. 'model.hidden=[256]'")
+
+
+def _check_activation_without_hidden(m) -> None:
+    """With model.hidden=[] there is no layer for model.activation to follow; it still counts for a
+    plain AE where it makes the model linear (activation=identity drops the sigmoid with
+    output_activation=auto)."""
+    activation = enum_value(m.activation)
+    makes_linear = (activation == "identity" and enum_value(m.get("output_activation")) == "auto"
+                    and enum_value(m.get("latent_activation")) == "identity")
+    if activation != "relu" and not makes_linear:
+        raise UserError(f"model.activation={activation}: has no effect with model.hidden=[] (one Linear layer each "
+                        f"side, no hidden layer to follow; the code's activation is model.latent_activation)")
 
 
 def _validate_data(d) -> None:
     check(d.val_size >= 0, "data.val_size", f"must be >= 0 (a fraction < 1 or a count), got {d.val_size}")
     at_least(d, "data.", 1, "max_train_samples", "max_test_samples", none_ok=True)
     noise_kind = enum_value(d.noise.kind)
+    unused_unless(noise_kind != "none", d.noise, NoiseConfig(), "data.noise.", ("level",),
+                  "data.noise.kind=none; choose data.noise.kind=gaussian, salt_pepper or masking")
     check(d.noise.level >= 0, "data.noise.level", f"must be >= 0, got {d.noise.level}")
     if noise_kind in ("salt_pepper", "masking"):
         check(d.noise.level <= 1, "data.noise.level", f"is a probability for {noise_kind}: must be <= 1, got {d.noise.level}")
@@ -109,6 +142,8 @@ def _validate_optim(o) -> None:
     if "momentum" in o:
         check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     s = o.scheduler
+    unused_unless(s._target_ is not None, s, SchedulerConfig(), "optim.scheduler.", ("interval",),
+                  "optim.scheduler=none (a constant learning rate)")
     at_least(s, "optim.scheduler.", 1, "step_size", "T_max", none_ok=True)
     at_least(s, "optim.scheduler.", 0, "eta_min")
     if "gamma" in s:
@@ -125,6 +160,9 @@ def _validate_trainer(t) -> None:
     if t.precision == "16-mixed":
         check(enum_value(t.device) != "cpu", "trainer.precision",
               "16-mixed needs a CUDA device; on CPU use trainer.precision=bf16")
+    check(t.ddp_timeout_s > 0, "trainer.ddp_timeout_s", f"must be > 0, got {t.ddp_timeout_s}")
+    unused_unless(enum_value(t.strategy) == "ddp", t, TrainerConfig(), "trainer.", ("ddp_timeout_s",),
+                  "trainer.strategy=single (it is the DDP process group's timeout)")
     if t.deterministic and t.compile:
         raise UserError("trainer.compile: cannot be combined with trainer.deterministic=true; turn one off")
 

@@ -136,6 +136,8 @@ def train_one_epoch(loop: Loop, accumulator: EpochAccumulator) -> int:
     for batch_index in range(state.batch_in_epoch, num_batches(perm.numel(), batch_size)):
         idx = perm[batch_index * batch_size:(batch_index + 1) * batch_size]
         target = batches(idx)
+        if loop.faults:
+            target = faults.poison("batch", target, state.global_step + 1)
         inputs = apply_noise(target, options.noise_kind, options.noise_level, noise) if noise is not None else target
         step.begin(state.epoch + batch_index / options.steps_per_epoch)
         batch_labels = labels.index_select(0, idx) if model.uses_labels else None
@@ -217,10 +219,22 @@ def end_epoch(loop: Loop, train_means: dict) -> None:
 
 
 def check_finite(loop: Loop, accumulator: EpochAccumulator) -> None:
+    """Raise DivergenceError when a term went NaN/inf. Under DDP the ranks agree on it (every
+    rank reaches the same checks), so every rank stops, and only rank 0 says so, naming the rank
+    where it began."""
     bad = accumulator.nonfinite()
-    if bad is not None:
-        step, terms = bad
-        raise diverged(loop, f"non-finite {', '.join(terms)} at step {step}")
+    if not loop.dist.enabled:
+        if bad is not None:
+            raise diverged(loop, f"non-finite {', '.join(bad[1])} at step {bad[0]}")
+        return
+    first = distributed.first_bad_step(loop.dist, bad[0] if bad is not None else None)
+    if first is None:
+        return
+    step, rank = first
+    terms = ", ".join(bad[1]) if bad is not None else "loss"
+    error = diverged(loop, f"non-finite {terms} at step {step}, first on rank {rank}")
+    error.quiet = not loop.dist.is_main
+    raise error
 
 
 def diverged(loop: Loop, what: str) -> DivergenceError:

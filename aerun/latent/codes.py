@@ -51,8 +51,12 @@ def load_model(cfg):
     """The run's best.pt rebuilt on cfg.device (a GPU-trained run loads on the CPU too)."""
     from aerun.devices import resolve_device
 
+    from aerun import faults
+
     device = resolve_device(cfg.device, key="device")
-    return runs.load_run(cfg.run, device=device), device
+    loaded = runs.load_run(cfg.run, device=device)
+    faults.at("latent")
+    return loaded, device
 
 
 def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None):

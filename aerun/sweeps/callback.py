@@ -58,6 +58,9 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED:
             record_failure(job_dir, getattr(job_return, "_return_value", None))
         self._write(Path(config.hydra.sweep.dir))
+        from aerun import faults
+
+        faults.at("job_end")
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
