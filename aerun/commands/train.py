@@ -38,9 +38,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.resume:
         resume.check(cfg)
     else:
-        from aerun.data import check_available
+        from aerun.data import check_config_available
 
-        check_available(enum_value(cfg.data.name), cfg.data.root, cfg.data.download)
+        check_config_available(cfg.data)
 
 
 def prepare_overrides(overrides: list[str], multirun: bool) -> list[str]:
@@ -120,7 +120,7 @@ def _build(plain: dict, run_dir: Path, ctx, dist_device, resources) -> Session:
 
     from aerun.build import build_model
     from aerun.checkpoint import load_checkpoint, restore_rng_state
-    from aerun.data import load_dataset
+    from aerun.data import dataset_from_config
     from aerun.devices import resolve_device, seed_everything, warn_slow_precision
 
     t, d = plain["trainer"], plain["data"]
@@ -135,9 +135,7 @@ def _build(plain: dict, run_dir: Path, ctx, dist_device, resources) -> Session:
         resume.check(OmegaConf.create(plain), run_dir)
         resume_state = load_checkpoint(run_dir / runs.LAST, map_location="cpu")
     faults.at("startup")
-    dataset = load_dataset(d["name"], d["root"], download=d["download"], val_size=d["val_size"],
-                           seed=plain["seed"], max_train_samples=d["max_train_samples"],
-                           max_test_samples=d["max_test_samples"]).to(device)
+    dataset = dataset_from_config(d, plain["seed"]).to(device)
     faults.at("data")
     if len(dataset.val) == 0:
         log.warning("data.val_size=0: no validation split; best.pt follows the training loss")

@@ -23,6 +23,22 @@ DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10")
 _IDX_FOLDERS = {"mnist": ("MNIST", idx.MNIST_CLASSES), "fashion_mnist": ("FashionMNIST", idx.FASHION_MNIST_CLASSES)}
 
 
+def dataset_from_config(d: dict, seed: int, root: str | os.PathLike | None = None,
+                        max_test_samples: int | None = None, download: bool | None = None) -> ImageDataset:
+    """The dataset a run's plain `data` config names (`root` / `max_test_samples` / `download`
+    override the config's own: the commands that read a run back pass where the data is now)."""
+    return load_dataset(d["name"], root if root is not None else d["root"],
+                        download=d.get("download", False) if download is None else download,
+                        val_size=d.get("val_size", 0.1), seed=seed, max_train_samples=d.get("max_train_samples"),
+                        max_test_samples=max_test_samples or d.get("max_test_samples"))
+
+
+def check_config_available(d) -> None:
+    """`check_available` for a (composed or plain) `data` config."""
+    name = getattr(d.name, "value", d.name) if hasattr(d, "name") else d["name"]
+    check_available(name, d["root"], d["download"])
+
+
 def check_available(name: str, root: str | os.PathLike, download: bool = False) -> None:
     """Refuse (UserError) a dataset whose files are not under `root`, without decoding anything:
     what the CLI asks before it makes a run directory."""

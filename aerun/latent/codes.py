@@ -61,7 +61,7 @@ def load_model(cfg):
 
 def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None):
     """The dataset the run was trained on, split as in training; data.root may move it."""
-    from aerun.data import load_dataset
+    from aerun.data import dataset_from_config
 
     d, seed = loaded.config["data"], loaded.config.get("seed", 0)
     root = runs.data_root(loaded.path, d["root"], cfg.data.root)
@@ -70,9 +70,7 @@ def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None):
         raise UserError(f"cannot load the {d['name']} data this run was trained on ({where}={root}): no such "
                         f"directory; pass data.root=<folder that holds it>")
     try:
-        dataset = load_dataset(d["name"], root, download=False, val_size=d.get("val_size", 0.1), seed=seed,
-                               max_train_samples=d.get("max_train_samples"),
-                               max_test_samples=max_test_samples or d.get("max_test_samples"))
+        dataset = dataset_from_config(d, seed, root=root, max_test_samples=max_test_samples, download=False)
     except UserError as exc:
         problem = str(exc).split("; ")[0]  # drop the loader's hint: these commands have no data.download
         raise UserError(f"cannot load the {d['name']} data this run was trained on ({where}={root}): {problem}; "
