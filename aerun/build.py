@@ -15,12 +15,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build_model(model_cfg: dict, input_shape):
-    """Instantiate the model class named by `_target_` with the config's arguments."""
+def build_model(model_cfg: dict, input_shape, num_classes: int | None = None):
+    """Instantiate the model class named by `_target_` with the config's arguments; a
+    conditional model also gets the dataset's number of classes (what the checkpoint records)."""
     from hydra.utils import instantiate
 
+    extra = {"num_classes": num_classes} if model_cfg.get("conditional") else {}
     try:
-        return instantiate(dict(model_cfg), input_shape=tuple(input_shape), _convert_="all")
+        return instantiate(dict(model_cfg), input_shape=tuple(input_shape), _convert_="all", **extra)
     except Exception as exc:  # noqa: BLE001 - a bad _target_ or argument is a config problem
         raise UserError(f"model: cannot build {model_cfg.get('_target_')}: {_first_line(exc)}") from None
 
@@ -41,8 +43,17 @@ def build_optimizer(params, optim: dict):
 
 
 def build_optimizers(model, optim: dict) -> dict:
-    """One optimizer per entry of the model's `parameter_groups()`, all from the same config."""
-    return {name: build_optimizer(params, optim) for name, params in model.parameter_groups().items()}
+    """One optimizer per entry of the model's `parameter_groups()`, all from the same config; a
+    parameter group may carry `lr_scale` (its learning rate is optim.lr times that)."""
+    optimizers = {}
+    for name, params in model.parameter_groups().items():
+        groups = []
+        for group in params:
+            if isinstance(group, dict) and "lr_scale" in group:
+                group = {k: v for k, v in group.items() if k != "lr_scale"} | {"lr": optim["lr"] * group["lr_scale"]}
+            groups.append(group)
+        optimizers[name] = build_optimizer(groups, optim)
+    return optimizers
 
 
 def build_schedulers(optimizers: dict, optim: dict, max_epochs: int, steps_per_epoch: int) -> dict:

@@ -114,9 +114,11 @@ class RunCheckpoints:
     state plus what rebuilds the run on its own (config, input shape, RNG states). Only the
     process that owns the directory (DDP rank 0) writes."""
 
-    def __init__(self, paths: dict[str, Path], config: dict, input_shape, params: int, writes: bool = True):
+    def __init__(self, paths: dict[str, Path], config: dict, input_shape, params: int, writes: bool = True,
+                 classes: list[str] | None = None):
         self.paths = paths  # role ("last", "best") -> file
         self.config, self.input_shape, self.params, self.writes = config, list(input_shape), params, writes
+        self.classes = list(classes or [])  # the dataset's: a conditional model is rebuilt with their number
 
     @property
     def last_exists(self) -> bool:
@@ -126,7 +128,9 @@ class RunCheckpoints:
         if not self.writes:
             return
         save_checkpoint(self.paths[role], dict(state.state_dict(), config=self.config, input_shape=self.input_shape,
-                                               params=self.params, rng=capture_rng_state()))
+                                               params=self.params, num_classes=len(self.classes),
+                                               classes=self.classes,
+                                               rng=capture_rng_state()))
 
     def describe_last(self) -> str:
         return (f"{self.paths['last']} keeps the last good weights" if self.last_exists

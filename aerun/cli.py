@@ -30,6 +30,9 @@ COMMANDS = {
     "interpolate": ("aerun.commands.interpolate", "decode along a path between two inputs' codes; manifold grids", "run"),
     "summarize": ("aerun.commands.summarize", "one table (summary.csv/.md) from a sweep's run directories", "dir"),
     "finetune": ("aerun.commands.finetune", "train a classifier on a run's encoder vs from scratch", "run"),
+    "judge": ("aerun.commands.judge", "train (once) and cache the classifier that scores generated samples", None),
+    "anomaly": ("aerun.commands.anomaly", "anomaly scores of test images, AUROC / AUPRC: one-class, held-out, OOD", "run"),
+    "compress": ("aerun.commands.compress", "rate-distortion of a run's quantised codes against PCA and JPEG", "run"),
 }
 # Flags Hydra takes that are followed by a value.
 _HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp",

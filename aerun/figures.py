@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from aerun.io import atomic_path
 
 GRID_TARGET_WIDTH = 1200  # px: a grid of 28-px digits is upscaled to the whole number closest to this width
@@ -79,15 +81,27 @@ def project_2d(codes, method: str, seed: int):
 
 def scatter_plot(path: Path, points, labels, class_names: list[str], title: str,
                  xlabel: str, ylabel: str) -> None:
-    """Points coloured by class with a legend, written as PNG through matplotlib's Agg canvas."""
+    """`scatter_figure` written as PNG."""
+    fig = scatter_figure(points, labels, class_names, title, xlabel, ylabel)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def scatter_figure(points, labels, class_names: list[str], title: str, xlabel: str, ylabel: str,
+                   size_inches: tuple[float, float] = (7, 6)):
+    """Points coloured by class with a legend, on matplotlib's Agg canvas (no pyplot: no global
+    figure state); without class names (unlabelled data) every point in one colour, no legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 6), dpi=100)
+    fig = Figure(figsize=size_inches, dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colours = _class_colours(len(class_names))
     size = 4 if len(points) > 2000 else 12
+    if not class_names:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, color=_class_colours(1)[0], linewidths=0,
+                   rasterized=True)
     for label, name in enumerate(class_names):
         mask = labels == label
         if mask.any():
@@ -96,11 +110,19 @@ def scatter_plot(path: Path, points, labels, class_names: list[str], title: str,
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=12 / size * 1.5,
-              frameon=False)
+    if class_names:
+        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=12 / size * 1.5,
+                  frameon=False)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    return fig
+
+
+def figure_image(fig):
+    """A matplotlib figure (on an Agg canvas) as a PIL image, for a tracker."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy())
 
 
 def _class_colours(n: int):

@@ -22,7 +22,7 @@ RESUMABLE_KEYS = {"resume", "trainer.max_epochs", "trainer.progress", "trainer.l
                   "trainer.checkpoint_every_n_steps", "trainer.images_every_n_epochs", "trainer.num_threads",
                   "trainer.device", "trainer.ddp_timeout_s", "trainer.eval_batch_size", "trainer.train_eval_size", "trainer.channels_last",
                   "optimized_metric"}
-IGNORED_PREFIXES = ("experiment", "debug", "hparams_search")
+IGNORED_PREFIXES = ("experiment", "debug", "hparams_search", "logger")  # where a run logs may change
 
 
 def requested(overrides: list[str]) -> str | None:

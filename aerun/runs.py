@@ -234,11 +234,31 @@ def upgrade_config(config: dict) -> dict:
         config["optim"] = optim
     trainer = config.get("trainer") or {}
     trainer.pop("kill_at_step", None)
-    trainer.setdefault("ddp_timeout_s", 600.0)
+    _fill_new_keys(config)
     model = config.get("model") or {}
     if model.get("_target_") in VARIATIONAL_TARGETS:
         model.pop("sparsity", None)
+        model.setdefault("conditional", False)
     return config
+
+
+def _fill_new_keys(config: dict) -> None:
+    """Keys this version added get their defaults, so an older run's config compares equal to
+    what it means today (a resume is refused only for real differences)."""
+    from omegaconf import OmegaConf
+
+    from aerun.config.models import MODEL_SCHEMAS
+    from aerun.config.schema import DataConfig, TrainerConfig
+
+    by_target = {schema._target_: schema for schema in MODEL_SCHEMAS.values()}
+    schemas = {"data": DataConfig, "trainer": TrainerConfig, "model": by_target.get((config.get("model") or {}).get("_target_"))}
+    for section, schema in schemas.items():
+        if schema is None or not isinstance(config.get(section), dict):
+            continue
+        defaults = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False, enum_to_str=True)
+        for key, value in defaults.items():
+            if key not in config[section] and not key.startswith("_") and not (isinstance(value, str) and "${" in value):
+                config[section][key] = value
 
 
 def data_root(run: Path, saved_root: str, override: str | None = None) -> str:
@@ -297,7 +317,7 @@ def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedR
     if input_shape is None:
         raise UserError(f"{run / which} has no input_shape; it was not written by this version of aerun")
     config = upgrade_config(config)
-    model = build_model(config["model"], input_shape)
+    model = build_model(config["model"], input_shape, num_classes=checkpoint.get("num_classes"))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:

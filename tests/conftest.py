@@ -24,6 +24,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aerun_cache(tmp_path_factory) -> Path:
+    """Judges and decoded-folder caches go to a temp folder, never the user's ~/.cache/aerun (the
+    subprocesses the tests start inherit the variable)."""
+    path = tmp_path_factory.mktemp("aerun-cache")
+    os.environ["AERUN_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """MNIST (gz), FashionMNIST (raw) and CIFAR-10 (pickled batches), tiny but learnable."""

@@ -52,9 +52,11 @@ def test_smoke_run_through_the_cli(data_root, tmp_path):
     assert (run_dir / "aerun.log").read_text().rstrip().splitlines()[-1].startswith("test: mse")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    from aerun.loggers.tensorboard import event_dir
+
+    events = EventAccumulator(str(event_dir(run_dir)))
     events.Reload()
-    assert "hparam/test_mse" in events.Tags()["scalars"]
+    assert "test/mse" in events.Tags()["scalars"]
 
 
 def test_exit_status_and_output_survive_the_prompt_exit(tmp_path):
@@ -98,9 +100,9 @@ BAD_INPUTS = [
     (["model.latent_dim=0"], "model.latent_dim"),
     (["trainer.batch_size=abc"], "trainer.batch_size=abc"),
     (["trainer.batch_size=0"], "trainer.batch_size"),
-    (["data=nosuch"], "choose one of cifar10, fashion_mnist, mnist"),
+    (["data=nosuch"], "choose one of cifar10, fashion_mnist, folder, mnist, npz"),
     (["model=nosuch"], "choose one of"),
-    (["optim=rmsprop"], "optim=rmsprop"),
+    (["optim=adagrad"], "optim=adagrad"),
     (["trainer.max_epoch=3"], "did you mean trainer.max_epochs"),
     (["modle=vae"], "did you mean model"),
     (["model=cnn_ae", "model.hidden=[8]"], "model.hidden: unknown key"),

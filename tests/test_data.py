@@ -555,7 +555,7 @@ def test_noise_level_zero_changes_nothing():
 def test_unknown_noise_kind_and_bad_level():
     with pytest.raises(UserError) as info:
         apply_noise(_batch(), "speckle", 0.1, None)
-    assert str(info.value) == "unknown noise kind 'speckle'; choose one of none, gaussian, salt_pepper, masking"
+    assert str(info.value) == "unknown noise kind 'speckle'; choose one of none, gaussian, salt_pepper, masking, watermark"
     with pytest.raises(UserError, match="probability in \\[0, 1\\]"):
         apply_noise(_batch(), "masking", 1.5, None)
     with pytest.raises(UserError, match="sigma >= 0"):

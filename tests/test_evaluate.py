@@ -114,7 +114,7 @@ def test_iw_bound_tightens_with_k_and_chunks_bound_memory(tiny_vae):
     model, x = tiny_vae
     seen = []
     decode_raw = model.decode_raw
-    model.decode_raw = lambda z: (seen.append(z.shape[0]), decode_raw(z))[1]
+    model.decode_raw = lambda z, labels=None: (seen.append(z.shape[0]), decode_raw(z))[1]
     try:
         small = importance_weighted_bound(model, x, 10, chunk=3, generator=torch.Generator().manual_seed(1))
     finally:

@@ -15,7 +15,8 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.y
 def test_the_gallery_is_complete():
     assert set(EXPERIMENTS) >= {"shallow_mnist", "linear_ae_2d", "cnn_mnist", "denoise_mnist", "sparse_mnist",
                                 "stacked_fashion", "vae_2d", "beta_vae", "cifar_cnn", "kmeans_codes",
-                                "pretrain_finetune"}
+                                "pretrain_finetune", "svae_vs_nvae", "vaegan_mnist", "cvae_digits", "rbm_mnist",
+                                "deep_ae_hinton", "unpool_mnist", "seq_lstm_mnist", "cabessa_recipe"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -29,15 +30,19 @@ def test_experiment_trains_under_smoke(trained_run, name):
     from aerun.data import load_dataset
     from aerun.engine import evaluate
 
-    run_dir = Path(trained_run(f"experiment={name}", "debug=smoke", "trainer.max_epochs=4"))
+    experiment = compose("train", [f"experiment={name}"])
+    pretraining = (len(experiment.model.layers) + 1) * experiment.model.pretrain_epochs \
+        if "pretrain" in experiment.model and experiment.model.pretrain != "none" else 0
+    epochs = 4 + pretraining  # staged families: their pretraining stages, then 4 epochs of the whole
+    run_dir = Path(trained_run(f"experiment={name}", "debug=smoke", f"trainer.max_epochs={epochs}"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = runs.load_run(run_dir).config
-    experiment = compose("train", [f"experiment={name}"])
     assert config["model"]["_target_"] == experiment.model._target_
-    assert config["model"]["latent_dim"] == experiment.model.latent_dim and metrics["epochs"] == 4
+    assert config["model"]["latent_dim"] == experiment.model.latent_dim and metrics["epochs"] == epochs
     d = config["data"]
     dataset = load_dataset(d["name"], d["root"], val_size=d["val_size"], max_test_samples=d["max_test_samples"])
     torch.manual_seed(config["seed"])
-    untrained = evaluate(build_model(config["model"], dataset.image_shape), dataset.test.images,
+    untrained = evaluate(build_model(config["model"], dataset.image_shape, len(dataset.classes)), dataset.test.images,
+                         dataset.test.labels,
                          recon_loss=metrics["recon_loss"])
     assert metrics["test"]["mse"] < 0.9 * untrained["mse"]

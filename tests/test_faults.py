@@ -240,7 +240,7 @@ def test_missing_data_and_missing_cuda_are_refused_before_a_folder_exists(tmp_pa
     (["model.sparsity.weight=0.5"], "model.sparsity.weight=0.5: has no effect with model.sparsity.kind=none"),
     (["model.sparsity.kind=l1", "model.sparsity.rho=0.2"], "model.sparsity.rho=0.2: has no effect with model.sparsity.kind=l1"),
     (["data.noise.level=0.3"], "data.noise.level=0.3: has no effect with data.noise.kind=none"),
-    (["optim.momentum=0.5"], "optim.momentum: unknown key; it is not an option of this one, it applies to optim=sgd"),
+    (["optim.momentum=0.5"], "optim.momentum: unknown key; it is not an option of this one, it applies to optim=rmsprop, optim=sgd"),
     (["optim.gamma=0.5"], "optim.gamma: unknown key; it moved to optim.scheduler.gamma"),
     (["trainer.ddp_timeout_s=30"], "has no effect with trainer.strategy=single"),
 ])

@@ -14,6 +14,7 @@ from PIL import Image
 from aerun import runs
 from aerun.latent import codes as latent_codes
 from aerun.latent import projector, samplers
+from aerun.loggers.tensorboard import projector_dir
 from aerun.commands.encode import encode
 from aerun.errors import UserError
 from aerun.commands.generate import generate
@@ -88,9 +89,9 @@ def test_encode_cli_writes_codes_plot_and_projector_entry(ae2, tmp_path):
     assert "codes.npz" in proc.stdout and "latent.png" in proc.stdout
     # the only change to the run: a projector entry under its tensorboard/
     assert _snapshot(ae2) == before
-    config = (ae2 / runs.TENSORBOARD / projector.PROJECTOR_CONFIG).read_text()
+    config = (projector_dir(ae2) / projector.PROJECTOR_CONFIG).read_text()
     assert "latent_test" in config
-    entries = list((ae2 / runs.TENSORBOARD).glob("*/latent_test"))
+    entries = list(projector_dir(ae2).glob("*/latent_test"))
     assert len(entries) == 1
     assert {p.name for p in entries[0].iterdir()} == {"tensors.tsv", "metadata.tsv", "sprite.png"}
     assert len((entries[0] / "tensors.tsv").read_text().splitlines()) == N_TEST
@@ -227,9 +228,9 @@ def test_projector_entries_of_two_splits_are_both_kept(ae8, tmp_path):
     encode(_cfg("encode", ae8, "split=test", "encode.embedding_max_points=50"), tmp_path / "a")
     encode(_cfg("encode", ae8, "split=val"), tmp_path / "b")
     encode(_cfg("encode", ae8, "split=test", "encode.embedding_max_points=50"), tmp_path / "c")  # replaces
-    config = (ae8 / runs.TENSORBOARD / projector.PROJECTOR_CONFIG).read_text()
+    config = (projector_dir(ae8) / projector.PROJECTOR_CONFIG).read_text()
     assert config.count("embeddings {") == 2 and "latent_test" in config and "latent_val" in config
-    tensors = next((ae8 / runs.TENSORBOARD).glob("*/latent_test/tensors.tsv"))
+    tensors = next(projector_dir(ae8).glob("*/latent_test/tensors.tsv"))
     assert len(tensors.read_text().splitlines()) == 50
 
 @pytest.mark.slow

@@ -210,3 +210,16 @@ def test_the_reported_elbo_is_a_bound_under_the_training_likelihood(recon_loss):
         raw = torch.randn(4, 1, 8, 8)
         exact = torch.distributions.Normal(torch.sigmoid(raw), math.sqrt(0.5)).log_prob(x).flatten(1).sum(1)
         assert torch.allclose(-losses.decoder_nll_per_image(raw, x, "mse", True), exact, atol=1e-4)
+
+
+def test_recon_variety_tells_a_model_that_reads_its_input_from_one_that_outputs_the_mean():
+    from aerun.models.base import collapse_warning, reconstruction_sums
+
+    images = torch.rand(32, 1, 28, 28)
+    exact = reconstruction_sums(images, images)["recon_variety"] / 32
+    mean_image = reconstruction_sums(images.mean(0, keepdim=True).expand_as(images), images)["recon_variety"] / 32
+    assert exact.item() == pytest.approx(1.0) and mean_image.item() == pytest.approx(0.0, abs=1e-6)
+    assert collapse_warning({"recon_variety": mean_image.item()})[0].startswith("the reconstructions barely depend")
+    assert collapse_warning({"recon_variety": 0.5}) == [] and collapse_warning({}) == []
+    one = reconstruction_sums(images[:1], images[:1])["recon_variety"]  # one image has no spread: neutral
+    assert one.item() == 1.0

@@ -18,12 +18,22 @@ from aerun.config import flatten, to_plain
 from aerun.errors import UserError
 from tests.conftest import compose
 
-FAMILIES = ["mlp_ae", "linear_ae", "shallow_ae", "cnn_ae", "vae", "conv_vae"]
+FAMILIES = ["mlp_ae", "linear_ae", "shallow_ae", "cnn_ae", "vae", "conv_vae", "svae", "vaegan", "stacked_ae",
+            "seq_ae", "seq_vae", "rbm", "dbn"]
+# Small versions where a family's defaults are large or staged, so every walk is seconds.
+FAMILY_OVERRIDES = {
+    "svae": ["model.hidden=[64]"], "vaegan": ["model.channels=[8,16]", "model.discriminator_channels=[8,16]"],
+    "stacked_ae": ["model.layers=[64,32]"], "seq_ae": ["model.hidden=32"], "seq_vae": ["model.hidden=32"],
+    "rbm": ["model.hidden_units=16", "optim=sgd", "optim.lr=0.05"],
+    "dbn": ["model.layers=[16,8]", "model.latent_dim=8", "model.epochs_per_layer=1", "trainer.max_epochs=2",
+            "optim=sgd", "optim.lr=0.05"],
+}
 FAST_FAMILIES = ["mlp_ae"]
 # A step decay shows only when a decay falls inside the run: 3 epochs, a decay every 2.
 OPTIMIZER_SETS = [[], ["optim=sgd", "optim.scheduler=cosine"],
                   ["optim=adamw", "optim.scheduler=step", "optim.scheduler.step_size=2", "trainer.max_epochs=3"]]
-SKIPPED_PREFIXES = ("experiment", "debug", "hparams_search")
+# logger.*: where the run logs, not what it learns; tests/test_loggers.py reads each tracker back
+SKIPPED_PREFIXES = ("experiment", "debug", "hparams_search", "logger")
 # Keys whose effect a one-epoch CPU run on a tiny dataset cannot show in its results, and why
 # each still does what it says. Everything else must change the run or be refused.
 NOT_VISIBLE = {
@@ -47,9 +57,16 @@ def _changed(key: str, value):
                "data.max_train_samples": 100, "data.max_test_samples": 20, "data.val_size": 48.0,
                "trainer.train_eval_size": 50, "resume": "/nonexistent/run", "data.name": "fashion_mnist",
                "trainer.log_every_n_steps": 1, "trainer.images_every_n_epochs": 0, "model.latent_activation": "tanh",
-               "optim.scheduler.T_max": 3, "trainer.strategy": "ddp"}
+               "optim.scheduler.T_max": 3, "trainer.strategy": "ddp", "data.include_classes": [0, 1, 2, 3, 4],
+               "data.exclude_classes": [9], "data.path": "/nonexistent/images", "data.channels": 3,
+               "data.image_size": 14, "data.test_size": 0.25, "data.images_key": "x", "data.labels_key": "y",
+               "data.class_names_key": "names"}
     if key == "optim.scheduler.interval":
         return "step" if value == "epoch" else "epoch"
+    choices = {"model.cell": {"lstm": "gru"}, "model.network": {"mlp": "conv"}, "model.pretrain": {"none": "greedy"},
+               "model.downsample": {"stride": "maxpool"}, "model.upsample": {"transpose": "nearest"}}
+    if key in choices:
+        return choices[key].get(value, next(iter(choices[key])))
     if key in special:
         return special[key] if special[key] != value else None
     if isinstance(value, bool):
@@ -85,7 +102,9 @@ def _fingerprint(run_dir: Path) -> tuple:
         digest.update(name.encode() + tensor.numpy().tobytes() + str(tensor.stride()).encode())
     groups = [{k: v for k, v in g.items() if k != "params"} for o in state["optimizers"].values()
               for g in o["param_groups"]]
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    from aerun.loggers.tensorboard import event_dir
+
+    events = EventAccumulator(str(event_dir(run_dir)), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     tags = {tag: len(events.Scalars(tag)) for tag in events.Tags()["scalars"]}
     tags.update({tag: len(events.Images(tag)) for tag in events.Tags()["images"]})
@@ -118,7 +137,7 @@ def _run(data_root, tmp_path_factory, overrides: list[str]):
 
 def _walk(family: str, optimizer: list[str], data_root, tmp_path_factory) -> list[str]:
     """The keys of `family` that were neither effective nor refused."""
-    fixed = [f"model={family}", *optimizer]
+    fixed = [f"model={family}", *FAMILY_OVERRIDES.get(family, []), *optimizer]
     reference, refused = _run(data_root, tmp_path_factory, fixed)
     assert refused is None, refused
     plain = flatten(to_plain(compose("train", fixed)))
@@ -127,7 +146,9 @@ def _walk(family: str, optimizer: list[str], data_root, tmp_path_factory) -> lis
         if key.startswith(SKIPPED_PREFIXES) or key.split(".")[-1].startswith("_") or key in NOT_VISIBLE:
             continue
         if optimizer and (not key.startswith("optim") or any(o.startswith(key + "=") for o in optimizer)):
-            continue  # the other keys were walked with the default optimizer
+            continue
+        if any(o.startswith(key + "=") for o in FAMILY_OVERRIDES.get(family, [])) and key != "model.layers":
+            continue  # set by the small version: changing it back is not the point  # the other keys were walked with the default optimizer
         new = _changed(key, value.value if isinstance(value, Enum) else value)
         if key == "loss":  # null means the family's own default: set the other one
             new = "mse" if json.loads(reference[0])["recon_loss"] == "bce" else "bce"

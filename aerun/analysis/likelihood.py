@@ -24,7 +24,8 @@ def decoder_log_likelihood(raw, target, recon_loss: str):
     return -losses.decoder_nll_per_image(raw, target, recon_loss, True)
 
 
-def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss: str = "bce", generator=None):
+def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss: str = "bce", generator=None,
+                              labels=None):
     """The K-sample bound for a batch `x` [B, C, H, W] (float in [0, 1]).
 
     Returns [B] tensors (nats per image): `iw_log_likelihood` = log (1/K) sum_k w_k, with
@@ -38,7 +39,7 @@ def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss
     import torch
 
     with torch.no_grad():
-        post = model.posterior(x)  # statistics [B, ...]
+        post = model.posterior(x, labels)  # statistics [B, ...]
         n = x.shape[0]
         kl = model.kl_to_prior(post)  # [B]
         lse = torch.full((n,), -math.inf, device=x.device)
@@ -49,11 +50,13 @@ def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss
         for i in range(0, n, images_per_chunk):
             part = {name: value[i:i + images_per_chunk] for name, value in post.items()}
             xi = x[i:i + images_per_chunk]
+            yi = labels[i:i + images_per_chunk] if labels is not None else None
             b = xi.shape[0]
             for j in range(0, num_samples, samples_per_chunk):
                 k = min(samples_per_chunk, num_samples - j)
                 z = model.sample_posterior(part, k, generator)  # [b, k, D]
-                raw = model.decode_raw(z.reshape(b * k, *z.shape[2:]))  # [b*k, C, H, W]
+                zk_labels = yi.repeat_interleave(k) if yi is not None else None  # image i's label, k times
+                raw = model.decode_raw(z.reshape(b * k, *z.shape[2:]), zk_labels)  # [b*k, C, H, W]
                 target = xi[:, None].expand(b, k, *xi.shape[1:]).reshape(b * k, *xi.shape[1:])
                 log_lik = decoder_log_likelihood(raw, target, recon_loss).view(b, k)
                 log_w = log_lik + model.prior_log_prob(z) - model.posterior_log_prob(z, part)  # [b, k]
@@ -66,7 +69,7 @@ def importance_weighted_bound(model, x, num_samples: int, chunk: int, recon_loss
 
 
 def likelihood_report(model, images_uint8, recon_loss: str, num_samples: int, chunk: int, batch_size: int,
-                      generator) -> dict:
+                      generator, labels=None) -> dict:
     """Means over the images of the bound's terms; NLL = -iw_log_likelihood, checked against -ELBO."""
     from aerun.engine.step import to_float
 
@@ -75,8 +78,9 @@ def likelihood_report(model, images_uint8, recon_loss: str, num_samples: int, ch
     n = images_uint8.shape[0]
     started = time.time()
     for i in range(0, n, batch_size):
+        batch_labels = labels[i:i + batch_size] if labels is not None and model.uses_labels else None
         out = importance_weighted_bound(model, to_float(images_uint8[i:i + batch_size]), num_samples, chunk,
-                                        recon_loss, generator)
+                                        recon_loss, generator, batch_labels)
         for name, value in out.items():
             sums[name] = sums.get(name, 0.0) + value.double().sum().item()
         log.info("importance sampling: %d/%d images, K=%d (%.0f s)", min(n, i + batch_size), n, num_samples,

@@ -4,7 +4,7 @@ Writes, into this command's own run directory:
 - codes.npz: `codes` [N, latent_dim] (the mean code for VAEs), `labels` [N], and for VAEs
   `mu` and `logvar` [N, latent_dim];
 - latent.png: the codes coloured by class, with a legend (above 2 dimensions, a PCA or
-  t-SNE projection: encode.projection);
+  t-SNE projection: encode.projection); in one colour for unlabelled data (labels all -1);
 and one TensorBoard embedding-projector entry (codes, class names, thumbnails) under the
 trained run's tensorboard/, so `tensorboard --logdir <run>/tensorboard` shows it beside
 the training curves. Nothing else in the run directory changes.
@@ -64,14 +64,17 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     written = [(out_dir / "codes.npz", f"codes {codes.shape[0]} x {codes.shape[1]}, labels"
                 + (", mu, logvar" if model.is_variational else "") + f"; {split_name} split"),
-               (out_dir / "latent.png", f"{what}, coloured by class")]
+               (out_dir / "latent.png", f"{what}, " + ("coloured by class" if dataset.has_labels else
+                                                        "one colour (the data has no labels)"))]
     result = {"codes": out_dir / "codes.npz", "plot": out_dir / "latent.png", "shape": codes.shape}
     if cfg.encode.embedding:
         chosen = latent.subset(len(codes), cfg.encode.embedding_max_points, cfg.seed)
         step = int(loaded.checkpoint.get("global_step") or 0)
         thumbnails = split.images[chosen].float() / 255.0  # [M, C, H, W] in [0, 1]
-        entry = add_projector_entry(loaded.path, f"latent_{split_name}", step, codes[chosen],
-                                           [dataset.classes[i] for i in labels[chosen]], thumbnails)
+        # the projector's label per point: its class, or for unlabelled data its index in the split
+        names = ([dataset.classes[i] for i in labels[chosen]] if dataset.has_labels
+                 else [f"{split_name} {i}" for i in chosen])
+        entry = add_projector_entry(loaded.path, f"latent_{split_name}", step, codes[chosen], names, thumbnails)
         written.append((entry, f"TensorBoard projector entry, {len(chosen)} codes with thumbnails"))
         result["embedding"] = entry
     latent.report(written)

@@ -83,20 +83,31 @@ def evaluate_run(cfg) -> dict:
     report["reconstruction"] = {"mse": clean["mse"], "bce": clean["bce"], "psnr": clean["psnr"]}
     if noise["kind"] != "none":
         noisy = evaluate_split(model, test.images, test.labels, noise_kind=noise["kind"], noise_level=noise["level"],
-                               **kwargs)
+                               noise_split="test", region_psnr=True, **kwargs)
         report["denoising"] = {"kind": noise["kind"], "level": noise["level"], "psnr_noisy": noisy["psnr_noisy"],
                                "psnr_denoised": noisy["psnr"], "psnr_gain": noisy["psnr_gain"],
                                "mse_denoised": noisy["mse"]}
-    test_codes = encode_batches(model, test.images, plain["batch_size"])["codes"]  # [N, D] on the CPU
-    if model.has_prior:
-        report["vae"] = _likelihood(model, test.images, recon_loss, opts, plain, device)
+        if "psnr_region" in noisy:  # watermark: inside the stamps (test words, never trained on) and outside
+            report["denoising"].update({k: v for k, v in noisy.items() if k.startswith("psnr_region")
+                                        or k.startswith("psnr_outside") or k == "stamped_fraction"})
+    test_codes = encode_batches(model, test.images, plain["batch_size"], labels=test.labels)["codes"]  # [N, D] CPU
+    if hasattr(model, "posterior"):
+        report["vae"] = _likelihood(model, test.images, recon_loss, opts, plain, device, test.labels)
         report["vae"]["active_units"] = int((test_codes.var(0) > 0.01).sum())
+    elif hasattr(model, "rbm"):
+        report["rbm"] = _rbm_likelihood(model, dataset, opts, plain["seed"])
+    elif model.has_prior:  # a DBN: no likelihood bound here (the paper's DBN bound is not implemented)
+        log.info("no test log-likelihood for %s: AIS covers a single RBM", type(model).__name__)
     else:
         from aerun.analysis.features import sparsity_stats
 
         report["sparsity"] = sparsity_stats(model, test_codes, opts["sparsity_threshold"])
     pca = _pca_baseline(report, model.latent_dim, dataset, plain["batch_size"])
-    report["features"] = _features(model, pca, dataset, test_codes, opts, plain)
+    if model.uses_labels:  # a conditional model's code is computed from the label: a probe would read it back
+        report["features"] = {"skipped": "the model is conditional: its codes are computed from the labels"}
+        log.info("linear probe and k-means skipped: %s", report["features"]["skipped"])
+    else:
+        report["features"] = _features(model, pca, dataset, test_codes, opts, plain)
     report["settings"] = {k: opts[k] for k in ("iw_samples", "iw_chunk", "probe_max_train", "kmeans_n_init",
                                                "sparsity_threshold")}
     report["settings"]["seed"] = plain["seed"]
@@ -105,14 +116,36 @@ def evaluate_run(cfg) -> dict:
     return report
 
 
-def _likelihood(model, images, recon_loss: str, opts: dict, plain: dict, device) -> dict:
+def _rbm_likelihood(model, dataset, opts: dict, seed: int) -> dict:
+    """The test log-likelihood of an RBM: log Z by annealed importance sampling from the data's
+    base-rate model, then -F(v) - log Z per binarised test image (a free energy of grey levels is
+    not a log-probability, so the test images are sampled once into binary ones, with `seed`)."""
+    import torch
+
+    from aerun.analysis.ais import ais_log_partition, base_rate_visible_bias, log_likelihood
+    from aerun.engine import to_float
+
+    generator = torch.Generator(device=dataset.test.images.device).manual_seed(seed)
+    train = to_float(dataset.train.images)
+    started = time.time()
+    estimate = ais_log_partition(model, opts["ais_chains"], opts["ais_betas"], base_rate_visible_bias(train),
+                                 generator)
+    test = torch.bernoulli(to_float(dataset.test.images).flatten(1), generator=generator)
+    ll = log_likelihood(model, test, estimate.log_z)
+    return {"log_likelihood": ll.mean().item(), "log_z": estimate.log_z, "log_z_std_error": estimate.std_error,
+            "ais_chains": opts["ais_chains"], "ais_betas": opts["ais_betas"], "test": "binarised once, seeded",
+            "free_energy": model.rbm.free_energy(test).mean().item(), "units": "nats per image",
+            "ais_seconds": round(time.time() - started, 1)}
+
+
+def _likelihood(model, images, recon_loss: str, opts: dict, plain: dict, device, labels=None) -> dict:
     import torch
 
     from aerun.analysis.likelihood import likelihood_report
 
     generator = torch.Generator(device=device).manual_seed(plain["seed"])
     return likelihood_report(model, images, recon_loss, opts["iw_samples"], opts["iw_chunk"], plain["batch_size"],
-                             generator)
+                             generator, labels)
 
 
 def _pca_baseline(report: dict, latent_dim: int, dataset, batch_size: int):
@@ -134,7 +167,8 @@ def _pca_baseline(report: dict, latent_dim: int, dataset, batch_size: int):
 
 def _features(model, pca, dataset, test_codes, opts: dict, plain: dict) -> dict:
     """The model's codes and PCA's side by side: a linear probe and k-means NMI. The probe trains
-    on a seeded subset of the training split and is scored on the whole test split."""
+    on a seeded subset of the training split and is scored on the whole test split. Without
+    labels both are skipped, and the entry's `skipped` says why."""
     import torch
 
     from aerun.analysis.features import kmeans_nmi, linear_probe
@@ -142,6 +176,12 @@ def _features(model, pca, dataset, test_codes, opts: dict, plain: dict) -> dict:
     from aerun.latent.codes import encode_batches
 
     train, test, seed = dataset.train, dataset.test, plain["seed"]
+    if not dataset.has_labels:  # probe accuracy and NMI measure codes against classes
+        reason = "the data has no labels: no linear probe, no k-means NMI"
+        log.info("features: %s", reason)
+        skipped = {"probe_accuracy": None, "kmeans_nmi": None}
+        return {"skipped": reason, "probe_train_images": 0, "n_classes": 0, "model": dict(skipped),
+                "pca": dict(skipped)}
     n_probe = len(train) if opts["probe_max_train"] is None else min(len(train), opts["probe_max_train"])
     subset = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n_probe]
     subset = subset.sort().values.to(train.images.device)
@@ -168,6 +208,8 @@ def format_table(report: dict) -> str:
 
     model_name, pca = report["model"], report["pca"]
     feats = report["features"]
+    none = {"probe_accuracy": None, "kmeans_nmi": None}
+    feats = {"model": feats.get("model", none), "pca": feats.get("pca", none)}
     rows = [("MSE per pixel", report["reconstruction"]["mse"], pca["mse"], ".5f"),
             ("PSNR (dB)", report["reconstruction"]["psnr"], pca["psnr"], ".2f"),
             ("BCE per pixel", report["reconstruction"]["bce"], None, ".4f"),
@@ -183,6 +225,14 @@ def format_table(report: dict) -> str:
         dn = report["denoising"]
         lines.append(f"  denoising ({dn['kind']} {dn['level']:g}): PSNR noisy {dn['psnr_noisy']:.2f} dB -> "
                      f"denoised {dn['psnr_denoised']:.2f} dB ({dn['psnr_gain']:+.2f} dB)")
+        if dn.get("psnr_region") is not None:
+            lines.append(f"  inside the stamps ({100 * dn['stamped_fraction']:.1f}% of pixels): PSNR "
+                         f"{dn['psnr_region_noisy']:.2f} -> {dn['psnr_region']:.2f} dB; outside them "
+                         f"{dn['psnr_outside']:.2f} dB (the stamps leave those pixels as they were)")
+    if "rbm" in report:
+        r = report["rbm"]
+        lines.append(f"  log-likelihood {r['log_likelihood']:.2f} nats (binarised test images; AIS log Z "
+                     f"{r['log_z']:.2f} +- {r['log_z_std_error']:.3f}, {r['ais_chains']} chains x {r['ais_betas']} betas)")
     if "vae" in report:
         v = report["vae"]
         holds = "holds" if v["nll_le_neg_elbo"] else "VIOLATED"

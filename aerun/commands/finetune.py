@@ -52,6 +52,10 @@ def run(cfg: DictConfig, job):
     out_dir = job.out_dir
     loaded, device = load_model(cfg)
     dataset = load_data(cfg, loaded)
+    if not dataset.has_labels:  # refused before any classifier is trained
+        raise UserError(f"finetune: run={loaded.path} was trained on data without labels ({dataset.name} "
+                        f"{loaded.config['data'].get('path')}), and a classifier needs labels; train on class folders "
+                        f"or an array file with labels")
     f = cfg.finetune
     rows = [_compare(cfg, loaded, dataset, per_class, device) for per_class in _labels_per_class(cfg)]
     report = {"run": str(loaded.path), "model": type(loaded.model).__name__, "data": dataset.name,
@@ -84,7 +88,8 @@ def _compare(cfg, loaded, dataset, per_class: int, device) -> dict:
             encoder = runs.load_run(loaded.path, device=device).model  # a fresh copy for every subset
             freeze = bool(f.freeze_encoder)
         else:
-            encoder = build_model(loaded.config["model"], loaded.input_shape).to(device)
+            encoder = build_model(loaded.config["model"], loaded.input_shape,
+                                  num_classes=loaded.checkpoint.get("num_classes")).to(device)
             freeze = False  # from scratch, every layer learns
         model = EncoderClassifier(encoder, num_classes, enum_value(f.head), f.hidden, freeze).to(device)
         train_classifier(model, images, labels, f.steps, f.batch_size, f.lr, cfg.seed, device)

@@ -44,6 +44,9 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"interpolate.quantile: must be in (0, 0.5), got {cfg.interpolate.quantile}")
     if enum_value(cfg.mode) == "manifold":
         info = latent.peek_model(run)
+        if info.conditional:
+            raise UserError("mode=manifold: this run's model is conditional, and a manifold of one class at a "
+                            "time is not drawn; use mode=pair with two images of one class, or aerun generate")
         if info.latent_dim != 2:
             raise UserError(f"mode=manifold: needs a 2-d latent, but this run's latent is {info.latent_dim}-d; "
                             f"use mode=pair, or train with model.latent_dim=2")
@@ -71,6 +74,9 @@ def pick_index(split, classes: list[str], split_name: str, end: str, index, labe
     """The image index of one end: by index, by class (its first image other than `avoid`, so
     from_class=3 to_class=3 goes between two different 3s), or the default."""
     n = len(split)
+    if label is not None and not classes:
+        raise UserError(f"{end}_class={label}: the run's data has no labels, so there are no classes; pick images "
+                        f"with {end}_index=<number>")
     if label is not None:
         label = str(label)
         if label in classes:
@@ -100,9 +106,17 @@ def _pair(cfg, loaded, device, out_dir: Path) -> dict:
     i0 = pick_index(split, dataset.classes, split_name, "from", cfg.from_index, cfg.from_class, 0)
     i1 = pick_index(split, dataset.classes, split_name, "to", cfg.to_index, cfg.to_class, min(1, len(split) - 1),
                     avoid=i0)
-    ends = torch.as_tensor(latent.encode_images(model, split.images[[i0, i1]], 2, device)["codes"])  # [2, D]
+    end_labels = split.labels[[i0, i1]]
+    path_labels = None
+    if model.uses_labels:  # a conditional model: two styles of one class, decoded as that class
+        if end_labels[0] != end_labels[1]:
+            raise UserError(f"this run's model is conditional: it interpolates between two styles of one class; "
+                            f"pick two images of the same class (from_class=7 to_class=7), not classes "
+                            f"{dataset.classes[int(end_labels[0])]} and {dataset.classes[int(end_labels[1])]}")
+        path_labels = np.full(cfg.steps, int(end_labels[0]))
+    ends = torch.as_tensor(latent.encode_images(model, split.images[[i0, i1]], 2, device, end_labels)["codes"])
     codes = model.path_between(ends[0].to(device), ends[1].to(device), cfg.steps, method).cpu()  # [steps, D]
-    images = latent.decode_codes(model, codes, cfg.batch_size, device)  # [steps, C, H, W]
+    images = latent.decode_codes(model, codes, cfg.batch_size, device, path_labels)  # [steps, C, H, W]
     # the two real images above the decoded ends, so a reconstruction that is off shows
     real = split.images[[i0, i1]].float().cpu() / 255.0  # [2, C, H, W]
     top = torch.ones_like(images)
@@ -112,9 +126,9 @@ def _pair(cfg, loaded, device, out_dir: Path) -> dict:
     labels = split.labels[[i0, i1]].tolist()
     latent.save_npz(out_dir / "interpolation.npz", codes=codes.numpy(), images=images.numpy(),
                     indices=np.array([i0, i1]), labels=np.array(labels))
-    names = [dataset.classes[label] for label in labels]
-    latent.report([(out_dir / "interpolation.png", f"{cfg.steps} steps, {method}, {split_name} image {i0} "
-                    f"(class {names[0]}) -> image {i1} (class {names[1]})"),
+    names = [f" (class {dataset.classes[label]})" if 0 <= label < len(dataset.classes) else "" for label in labels]
+    latent.report([(out_dir / "interpolation.png", f"{cfg.steps} steps, {method}, {split_name} image {i0}"
+                    f"{names[0]} -> image {i1}{names[1]}"),
                    (out_dir / "interpolation.npz", "codes, images, indices, labels")])
     return {"png": out_dir / "interpolation.png", "codes": codes.numpy(), "ends": ends.numpy(),
             "indices": (i0, i1)}

@@ -28,6 +28,9 @@ log = logging.getLogger("aerun.train")
 def validate(cfg: DictConfig) -> None:
     """What the CLI checks before it makes a run directory (so a refused run writes nothing)."""
     validate_train(cfg)
+    from aerun.loggers import check_loggers
+
+    check_loggers(cfg.logger)
     if enum_value(cfg.trainer.strategy) == "ddp" and not distributed.launched_by_torchrun():
         raise UserError("trainer.strategy=ddp: start aerun with torchrun, e.g. "
                         "torchrun --nproc_per_node=2 -m aerun train trainer.strategy=ddp ...")
@@ -139,7 +142,10 @@ def _build(plain: dict, run_dir: Path, ctx, dist_device, resources) -> Session:
     faults.at("data")
     if len(dataset.val) == 0:
         log.warning("data.val_size=0: no validation split; best.pt follows the training loss")
-    model = build_model(plain["model"], dataset.image_shape).to(device)
+    if plain["model"].get("conditional") and not dataset.classes:
+        raise UserError("model.conditional=true: a conditional model reads the class labels, and this dataset "
+                        "has none")
+    model = build_model(plain["model"], dataset.image_shape, num_classes=len(dataset.classes)).to(device)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
@@ -187,20 +193,40 @@ def build_loop(plain, run_dir: Path, ctx, device, model, dataset, params: int, r
                        StepOptions(recon_loss, t["precision"], t["grad_clip"], o["l1_weight"]))
     eval_kwargs = dict(batch_size=t["eval_batch_size"], recon_loss=recon_loss, precision=t["precision"],
                        noise_kind=d["noise"]["kind"], noise_level=d["noise"]["level"], seed=plain["seed"],
-                       channels_last=t["channels_last"])
+                       channels_last=t["channels_last"], noise_split="train")  # validation: the training words
     options = LoopOptions(t["max_epochs"], t["batch_size"] // ctx.world_size, steps_per_epoch, plain["seed"],
                           t["log_every_n_steps"], t["checkpoint_every_n_steps"], d["noise"]["kind"],
                           d["noise"]["level"], t["channels_last"], eval_kwargs)
     reporter = NullReporter()
     if ctx.is_main:
         write_text(run_dir / runs.CONFIG_FILE, OmegaConf.to_yaml(plain))
-        preview = dataset.val.images[:8] if len(dataset.val) else dataset.test.images[:8]
+        preview = dataset.val if len(dataset.val) else dataset.test
         reporter = TrainReporter(run_dir, model, preview, t["max_epochs"], t["progress"], t["images_every_n_epochs"],
-                                 purge_step)
+                                 open_loggers(plain, run_dir, model, purge_step), plain["seed"])
         resources.callback(reporter.close)
     paths = {"last": run_dir / runs.LAST, "best": run_dir / runs.BEST}
-    checkpoints = RunCheckpoints(paths, plain, dataset.image_shape, params, writes=ctx.is_main)
+    checkpoints = RunCheckpoints(paths, plain, dataset.image_shape, params, writes=ctx.is_main,
+                                 classes=dataset.classes)
     return Loop(state, step, dataset.train, dataset.val, options, reporter, checkpoints, ctx)
+
+
+def open_loggers(plain: dict, run_dir: Path, model, purge_step):
+    """The run's trackers (logger=...), told its name and its settings in reading order."""
+    from aerun.loggers import RunInfo, build_loggers
+    from aerun.loggers.params import experiment_params, run_name
+
+    model_choice, overrides = type(model).__name__, []
+    try:  # the model group's choice (vae, cnn_ae) and this job's overrides, when Hydra runs us
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        model_choice = hydra_cfg.runtime.choices.get("model") or model_choice
+        overrides = list(hydra_cfg.overrides.task)
+    except (ImportError, ValueError):  # not under Hydra (a torchrun worker, a benchmark)
+        pass
+    info = RunInfo(run_dir, run_name(model_choice, overrides), experiment_params(plain, model_choice, overrides),
+                   purge_step)
+    return build_loggers(plain.get("logger") or {}, info)
 
 
 def _say_where_it_resumes(state, run_dir: Path, max_epochs: int) -> None:
@@ -225,7 +251,8 @@ def _final_metrics(session: Session, run_dir: Path, started: float, train_time: 
     model = state.model
     if state.best_epoch != state.epoch and (run_dir / runs.BEST).is_file():  # the model holds last.pt's weights
         model.load_state_dict(load_checkpoint(run_dir / runs.BEST, map_location=loop.step.device)["model"])
-    test = evaluate(model, dataset.test.images, dataset.test.labels, **kwargs)
+    test = evaluate(model, dataset.test.images, dataset.test.labels, **{**kwargs, "noise_split": "test",
+                                                                          "region_psnr": True})
     n_train = len(dataset.train) if t["train_eval_size"] is None else min(t["train_eval_size"], len(dataset.train))
     train_eval = evaluate(model, dataset.train.images[:n_train], dataset.train.labels[:n_train], **kwargs) \
         if n_train else {}

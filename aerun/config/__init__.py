@@ -21,7 +21,22 @@ def register_configs() -> None:
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     for name, schema in COMMAND_SCHEMAS.items():
-        cs.store(name=name, node=schema)
+        cs.store(name=name, node=_with_extra_keys(schema))
+
+
+def _with_extra_keys(schema):
+    """The schema as a node, with the keys a dataclass cannot name (config.commands.EXTRA_KEYS)."""
+    from omegaconf import OmegaConf
+
+    from aerun.config.commands import EXTRA_KEYS
+
+    if schema not in EXTRA_KEYS:
+        return schema
+    node = OmegaConf.structured(schema)
+    OmegaConf.set_struct(node, False)  # left open: Hydra closes the composed config itself
+    for key, default in EXTRA_KEYS[schema].items():
+        node[key] = default
+    return node
 
 
 __all__ = ["added_keys", "enum_value", "flatten", "register_configs", "to_plain", "validate_train"]

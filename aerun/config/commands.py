@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+from omegaconf import MISSING
+
 from aerun.config.schema import Device
 
 
@@ -36,6 +38,8 @@ class EvaluateOptions:
     probe_max_train: Optional[int] = 10_000  # training codes for the linear probe; null: all
     kmeans_n_init: int = 4
     sparsity_threshold: float = 0.01  # |code| below this counts as zero
+    ais_chains: int = 100  # RBMs: annealed importance sampling runs for log Z (Salakhutdinov & Murray 2008)
+    ais_betas: int = 14_500  # RBMs: intermediate temperatures (the paper's schedule)
 
 
 @dataclass
@@ -92,6 +96,10 @@ class GenerateOptions:
     components: int = 10  # sampler=gmm: Gaussian mixture components
     nrow: Optional[int] = None  # images per row of samples.png; null: a square grid
     grid_max: int = 256  # samples.png shows the first grid_max samples; samples.npy holds all n
+    gibbs_steps: int = 1000  # RBMs and DBNs: Gibbs steps of each chain from random visible units
+    quality: bool = True  # quality.json: Frechet distance, precision/recall, class histogram in a judge's features
+    quality_k: int = 3  # the k of the k-NN precision/recall (Kynkaanniemi et al. 2019)
+    judge_cache: Optional[str] = None  # null: $AERUN_CACHE, else ~/.cache/aerun
 
 
 @dataclass
@@ -163,6 +171,74 @@ class SummarizeConfig:
     summarize: SummarizeOptions = field(default_factory=SummarizeOptions)
 
 
+# ----------------------------------------------------------------------------- judge / compress
+@dataclass
+class JudgeOptions:
+    epochs: int = 4
+    force: bool = False  # train again even when a cached judge exists
+    cache_dir: Optional[str] = None  # null: $AERUN_CACHE, else ~/.cache/aerun
+
+
+@dataclass
+class JudgeConfig:
+    data: Any = MISSING  # the data group, as for train: data=mnist data.root=...
+    seed: int = 0
+    device: Device = Device.auto
+    judge: JudgeOptions = field(default_factory=JudgeOptions)
+
+
+@dataclass
+class CompressOptions:
+    bits: List[int] = field(default_factory=lambda: [2, 4, 6, 8])  # bits per code dimension
+    baselines: List[str] = field(default_factory=lambda: ["pca", "jpeg"])  # pca, jpeg, or []
+    max_test_samples: Optional[int] = None  # null: the whole test split
+
+
+@dataclass
+class CompressConfig(RunCommandConfig):
+    compress: CompressOptions = field(default_factory=CompressOptions)
+
+
+# ----------------------------------------------------------------------------- anomaly
+class AnomalyScore(Enum):
+    auto = "auto"  # mse for autoencoders, elbo for VAEs, free_energy for RBMs
+    mse = "mse"  # the reconstruction's squared error per pixel
+    bce = "bce"  # its Bernoulli cross-entropy per pixel
+    elbo = "elbo"  # -ELBO per image (models with a posterior)
+    iw_nll = "iw_nll"  # the importance-weighted NLL bound (models with a posterior)
+    free_energy = "free_energy"  # an RBM's free energy
+    density = "density"  # -log density of the code under a GMM fitted to the training codes
+    all = "all"  # every score the model has
+
+
+class AnomalyProtocol(Enum):
+    auto = "auto"  # one_class if the run kept data.include_classes, held_out if data.exclude_classes, ood with anomaly.ood
+    one_class = "one_class"  # test images of the trained classes are normal, all others anomalies (Ruff et al. 2018)
+    held_out = "held_out"  # test images of the classes the run left out are the anomalies
+    ood = "ood"  # the run's test split is normal, another dataset's test split the anomalies
+
+
+@dataclass
+class AnomalyOptions:
+    score: AnomalyScore = AnomalyScore.auto
+    protocol: AnomalyProtocol = AnomalyProtocol.auto
+    ood: Optional[str] = None  # protocol=ood: the other dataset (mnist, fashion_mnist, cifar10)
+    ood_root: Optional[str] = None  # where it is (null: the run's data root)
+    components: int = 10  # score=density: Gaussian mixture components
+    iw_samples: int = 100  # score=iw_nll: importance samples per image
+    max_test_samples: Optional[int] = None  # null: the whole test split(s)
+    extremes: int = 16  # images in each row of extremes.png (most / least anomalous)
+
+
+@dataclass
+class AnomalyConfig(RunCommandConfig):
+    anomaly: AnomalyOptions = field(default_factory=AnomalyOptions)
+
+
+# Keys a schema cannot hold as a dataclass field (a Python keyword): added to its node when
+# registered, typed Any, and checked by the command (`class=` of generate).
+EXTRA_KEYS = {GenerateConfig: {"class": None}}
+
 COMMAND_SCHEMAS = {
     "base_evaluate": EvaluateConfig,
     "base_encode": EncodeConfig,
@@ -170,4 +246,7 @@ COMMAND_SCHEMAS = {
     "base_interpolate": InterpolateConfig,
     "base_summarize": SummarizeConfig,
     "base_finetune": FinetuneConfig,
+    "base_judge": JudgeConfig,
+    "base_compress": CompressConfig,
+    "base_anomaly": AnomalyConfig,
 }

@@ -1,4 +1,5 @@
-"""The typed interface of `aerun train`: schemas every YAML in `configs/` extends.
+"""The typed interface of `aerun train`: data, optimizer, trainer and the whole train config (the
+model families are in `aerun.config.models`), the schemas every YAML in `configs/` extends.
 
 OmegaConf checks types and Enum choices while Hydra composes; `aerun.config.validate`
 checks ranges and combinations. A model family's schema holds exactly the options that
@@ -13,27 +14,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-
-class Activation(Enum):
-    relu = "relu"
-    leaky_relu = "leaky_relu"
-    elu = "elu"
-    gelu = "gelu"
-    tanh = "tanh"
-    sigmoid = "sigmoid"
-    identity = "identity"
-
-
-class OutputActivation(Enum):
-    auto = "auto"  # sigmoid, or identity for an all-identity (linear) MLP
-    sigmoid = "sigmoid"
-    identity = "identity"
-
-
-class SparsityKind(Enum):
-    none = "none"
-    l1 = "l1"
-    kl = "kl"
+from aerun.config.models import (MODEL_SCHEMAS, Activation, ModelConfig, OutputActivation, SparsityConfig,  # noqa: F401
+                                 SparsityKind, StackedAutoencoderConfig)
 
 
 class NoiseKind(Enum):
@@ -41,12 +23,15 @@ class NoiseKind(Enum):
     gaussian = "gaussian"
     salt_pepper = "salt_pepper"
     masking = "masking"
+    watermark = "watermark"  # a semi-transparent word on each image; level is its opacity in (0, 1]
 
 
 class DatasetName(Enum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
     cifar10 = "cifar10"
+    folder = "folder"  # your own image files (data.path: a folder)
+    npz = "npz"  # your own arrays (data.path: a .npz or .npy file)
 
 
 class LossKind(Enum):
@@ -73,77 +58,6 @@ class Strategy(Enum):
 PRECISIONS = ("32", "bf16", "16-mixed")
 
 
-# ----------------------------------------------------------------------------- model
-@dataclass
-class SparsityConfig:
-    kind: SparsityKind = SparsityKind.none
-    weight: float = 1e-3
-    rho: float = 0.05  # target mean activation for kind=kl
-
-
-@dataclass
-class ModelConfig:
-    _target_: str = MISSING
-    latent_dim: int = 2
-
-
-@dataclass
-class DeterministicModelConfig(ModelConfig):
-    """Plain autoencoders: a code penalty makes sense on their deterministic codes."""
-
-    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
-
-
-@dataclass
-class MLPAutoencoderConfig(DeterministicModelConfig):
-    _target_: str = "aerun.models.MLPAutoencoder"
-    hidden: List[int] = field(default_factory=lambda: [128, 64, 12])
-    activation: Activation = Activation.relu
-    latent_activation: Activation = Activation.identity
-    output_activation: OutputActivation = OutputActivation.auto
-
-
-@dataclass
-class ConvAutoencoderConfig(DeterministicModelConfig):
-    _target_: str = "aerun.models.ConvAutoencoder"
-    latent_dim: int = 64
-    channels: List[int] = field(default_factory=lambda: [16, 32])
-    activation: Activation = Activation.relu
-    latent_activation: Activation = Activation.identity
-
-
-@dataclass
-class VariationalModelConfig(ModelConfig):
-    """Gaussian-posterior models: beta weighs the KL term, warmed up over kl_warmup_epochs."""
-
-    latent_dim: int = 16
-    beta: float = 1.0
-    kl_warmup_epochs: float = 0.0
-
-
-@dataclass
-class VAEConfig(VariationalModelConfig):
-    _target_: str = "aerun.models.VAE"
-    hidden: List[int] = field(default_factory=lambda: [512, 256])
-    activation: Activation = Activation.relu
-
-
-@dataclass
-class ConvVAEConfig(VariationalModelConfig):
-    _target_: str = "aerun.models.ConvVAE"
-    channels: List[int] = field(default_factory=lambda: [32, 64])
-    trunk_dim: int = 256
-    activation: Activation = Activation.relu
-
-
-MODEL_SCHEMAS = {
-    "base_mlp_ae": MLPAutoencoderConfig,
-    "base_cnn_ae": ConvAutoencoderConfig,
-    "base_vae": VAEConfig,
-    "base_conv_vae": ConvVAEConfig,
-}
-
-
 # ----------------------------------------------------------------------------- data
 @dataclass
 class NoiseConfig:
@@ -160,6 +74,15 @@ class DataConfig:
     max_train_samples: Optional[int] = None
     max_test_samples: Optional[int] = None
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    include_classes: Optional[List[Any]] = None  # class names or numbers to keep (null: all), any labelled data
+    exclude_classes: Optional[List[Any]] = None  # class names or numbers to drop (null: none)
+    path: Optional[str] = None  # data=folder / npz: the image folder, or the .npz / .npy file
+    test_size: float = 0.1  # without a test/ folder or test arrays: < 1 a fraction, >= 1 a number of images
+    channels: Optional[int] = None  # folder: 1 (grey) or 3 (RGB); null: as the first image
+    image_size: Any = None  # folder: null (one size for all), or an int / [h, w] to resize to
+    images_key: str = "images"  # npz: the array names (test set: test_<images_key>, test_<labels_key>)
+    labels_key: str = "labels"
+    class_names_key: str = "class_names"
 
 
 # ----------------------------------------------------------------------------- optim
@@ -216,8 +139,17 @@ class SGDConfig(OptimConfig):
     momentum: float = 0.9
 
 
+@dataclass
+class RMSpropConfig(OptimConfig):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = 0.99  # the smoothing constant of the squared-gradient average
+    momentum: float = 0.0
+    centered: bool = False  # normalise by the gradient's variance instead of its second moment
+
+
 OPTIM_KEYS_OF_AERUN = ("l1_weight", "scheduler")  # the optimizer's constructor never sees these
-OPTIM_SCHEMAS = {"base_adam": AdamConfig, "base_adamw": AdamWConfig, "base_sgd": SGDConfig}
+OPTIM_SCHEMAS = {"base_adam": AdamConfig, "base_adamw": AdamWConfig, "base_sgd": SGDConfig,
+                 "base_rmsprop": RMSpropConfig}
 SCHEDULER_SCHEMAS = {"base_none": SchedulerConfig, "base_cosine": CosineSchedulerConfig,
                      "base_step": StepSchedulerConfig}
 
@@ -244,12 +176,55 @@ class TrainerConfig:
     ddp_timeout_s: float = 600.0  # strategy=ddp: a collective waiting longer for a peer fails instead of hanging
 
 
+# ----------------------------------------------------------------------------- loggers
+class WandbMode(Enum):
+    online = "online"
+    offline = "offline"  # no network: `wandb sync <run>/wandb/offline-run-*` uploads later
+    disabled = "disabled"
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    """Event files under <run>/tensorboard/<run name>/ (no options)."""
+
+
+@dataclass
+class CsvLoggerConfig:
+    filename: str = "metrics.csv"  # in the run directory
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else a local store in ./mlruns
+    experiment: str = "aerun"
+    log_checkpoint: bool = True  # best.pt as an artifact (beside the figures and metrics.json)
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "aerun"
+    entity: Optional[str] = None
+    mode: WandbMode = WandbMode.offline
+    log_checkpoint: bool = False  # best.pt as an artifact (an upload of its size)
+
+
+@dataclass
+class LoggerConfig:
+    """The trackers a run writes to: a key that is not null is on (logger=[tensorboard,csv])."""
+
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    csv: Optional[CsvLoggerConfig] = None
+    mlflow: Optional[MlflowLoggerConfig] = None
+    wandb: Optional[WandbLoggerConfig] = None
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     loss: Optional[LossKind] = None  # None: the model's default (mse for AEs, bce for VAEs)
     resume: Optional[str] = None  # a run directory (single run) or true/a sweep dir (multirun)

@@ -8,7 +8,8 @@ import torch
 
 from aerun.errors import UserError
 
-NOISE_KINDS = ("none", "gaussian", "salt_pepper", "masking")
+NOISE_KINDS = ("none", "gaussian", "salt_pepper", "masking", "watermark")
+SPLITS = ("train", "test")  # a watermark's word lists: the test split's words are never trained on
 
 
 def noise_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
@@ -17,14 +18,17 @@ def noise_generator(device: torch.device, seed: int, epoch: int) -> torch.Genera
 
 
 def apply_noise(
-    x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None
+    x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None, split: str = "train"
 ) -> torch.Tensor:
     """Corrupt a float batch `x` in [0, 1] [B, C, H, W] for denoising; the clean x is the target.
 
     "gaussian": clamp(x + level * N(0, 1), 0, 1). "salt_pepper": each pixel, with probability
     `level`, becomes 0 or 1 (half each) in all channels. "masking": each pixel, with probability
-    `level`, becomes 0 in all channels. "none": x itself. Draws come from `generator`, which must
-    live on x's device (None: torch's default generator for that device).
+    `level`, becomes 0 in all channels. "watermark": a semi-transparent word stamped on each
+    image (`aerun.data.watermark`; `level` is the opacity, in (0, 1]), from `split`'s word list
+    (train and validation: "train"; test: "test", words never trained on). "none": x itself.
+    Draws come from `generator`, which must live on x's device (None: torch's default generator
+    for that device).
     """
     if kind not in NOISE_KINDS:
         raise UserError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
@@ -35,6 +39,10 @@ def apply_noise(
     if not math.isfinite(level) or level < 0 or (kind != "gaussian" and level > 1):
         limit = "a sigma >= 0" if kind == "gaussian" else "a probability in [0, 1]"
         raise UserError(f"noise level {level} is invalid for {kind!r} noise: it must be {limit}")
+    if kind == "watermark":
+        from aerun.data.watermark import apply_watermark
+
+        return apply_watermark(x, generator, split, level)[0]
     if kind == "gaussian":
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + level * noise).clamp_(0, 1)

@@ -203,7 +203,7 @@ def end_epoch(loop: Loop, train_means: dict) -> None:
     if len(loop.val) and loop.dist.is_main:
         val = evaluate(state.model, loop.val.images, loop.val.labels, **options.eval_kwargs)
     score = val.get("loss", train_means.get("loss", math.inf))
-    improved = score < state.best_val
+    improved = score < state.best_val and state.model.counts_for_best(state.epoch + 1)
     if improved:
         state.best_val, state.best_epoch, state.best_val_metrics = score, state.epoch + 1, val
     state.history.append({"epoch": state.epoch + 1, "step": state.global_step, "train_loss": train_means.get("loss"),

@@ -30,6 +30,7 @@ class ModelInfo:
     is_variational: bool
     has_prior: bool
     latent_dim: int
+    conditional: bool = False
 
 
 def peek_model(run: Path) -> ModelInfo:
@@ -44,7 +45,27 @@ def peek_model(run: Path) -> ModelInfo:
         raise UserError(f"run={run}: its {runs.CONFIG_FILE} names no model aerun can build "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return ModelInfo(cls.__name__, bool(getattr(cls, "is_variational", False)), bool(getattr(cls, "has_prior", False)),
-                     latent_dim)
+                     latent_dim, bool(model.get("conditional", False)))
+
+
+def run_classes(run: Path) -> list[str]:
+    """The class names a run was trained with (recorded in its checkpoint)."""
+    from aerun.checkpoint import load_checkpoint
+
+    path = run / (runs.BEST if (run / runs.BEST).is_file() else runs.LAST)
+    state = load_checkpoint(path, map_location="cpu")
+    return list(state.get("classes") or [str(k) for k in range(int(state.get("num_classes") or 0))])
+
+
+def class_number(value, classes: list[str], key: str) -> int:
+    """A class given by name (MNIST: 0..9; FashionMNIST: Sandal) or number -> its number, or a
+    one-line UserError listing the classes."""
+    text = str(value)
+    if text in classes:
+        return classes.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(classes):
+        return int(text)
+    raise UserError(f"{key}={text}: no such class; classes are {', '.join(classes) if classes else '(none)'}")
 
 
 def load_model(cfg):
@@ -59,8 +80,9 @@ def load_model(cfg):
     return loaded, device
 
 
-def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None):
-    """The dataset the run was trained on, split as in training; data.root may move it."""
+def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None, filter_test: bool = True):
+    """The dataset the run was trained on, split as in training; data.root may move it.
+    filter_test=False: the test split of every class, whatever the run's data.include_classes."""
     from aerun.data import dataset_from_config
 
     d, seed = loaded.config["data"], loaded.config.get("seed", 0)
@@ -70,7 +92,8 @@ def load_data(cfg, loaded: runs.LoadedRun, max_test_samples: int | None = None):
         raise UserError(f"cannot load the {d['name']} data this run was trained on ({where}={root}): no such "
                         f"directory; pass data.root=<folder that holds it>")
     try:
-        dataset = dataset_from_config(d, seed, root=root, max_test_samples=max_test_samples, download=False)
+        dataset = dataset_from_config(d, seed, root=root, max_test_samples=max_test_samples, download=False,
+                                      filter_test=filter_test)
     except UserError as exc:
         problem = str(exc).split("; ")[0]  # drop the loader's hint: these commands have no data.download
         raise UserError(f"cannot load the {d['name']} data this run was trained on ({where}={root}): {problem}; "
@@ -89,9 +112,10 @@ def get_split(dataset, name):
     return split
 
 
-def encode_batches(model, images_uint8, batch_size: int, device=None) -> dict:
+def encode_batches(model, images_uint8, batch_size: int, device=None, labels=None) -> dict:
     """uint8 [N, C, H, W] -> the model's `embed` of every image, float32 CPU tensors:
-    {"codes": [N, D]} (+ "mu", "logvar" for VAEs, whose codes are the posterior means)."""
+    {"codes": [N, D]} (+ "mu", "logvar" for VAEs, whose codes are the posterior means).
+    A conditional model reads each image's label (`labels` [N])."""
     import torch
 
     from aerun.engine.step import to_float
@@ -102,23 +126,28 @@ def encode_batches(model, images_uint8, batch_size: int, device=None) -> dict:
     with torch.inference_mode():
         for start in range(0, len(images_uint8), batch_size):
             x = to_float(images_uint8[start:start + batch_size].to(device))
-            for key, value in model.embed(x).items():
+            y = labels[start:start + batch_size].to(device) if labels is not None and model.uses_labels else None
+            for key, value in model.embed(x, y).items():
                 parts.setdefault(key, []).append(value.float().cpu())
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def encode_images(model, images_uint8, batch_size: int, device=None) -> dict[str, np.ndarray]:
+def encode_images(model, images_uint8, batch_size: int, device=None, labels=None) -> dict[str, np.ndarray]:
     """`encode_batches` as numpy arrays (what the commands save)."""
-    return {key: value.numpy() for key, value in encode_batches(model, images_uint8, batch_size, device).items()}
+    return {key: value.numpy()
+            for key, value in encode_batches(model, images_uint8, batch_size, device, labels).items()}
 
 
-def decode_codes(model, codes, batch_size: int, device):
-    """[N, D] codes -> float tensor [N, C, H, W] of images in [0, 1] on the CPU."""
+def decode_codes(model, codes, batch_size: int, device, labels=None):
+    """[N, D] codes -> float tensor [N, C, H, W] of images in [0, 1] on the CPU (a conditional
+    model decodes each code with its label, `labels` [N])."""
     import torch
 
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long) if labels is not None and model.uses_labels else None
     with torch.inference_mode():
-        images = [model.decode(z[start:start + batch_size].to(device)).float().cpu()
+        images = [model.decode(z[start:start + batch_size].to(device),
+                               y[start:start + batch_size].to(device) if y is not None else None).float().cpu()
                   for start in range(0, len(z), batch_size)]
     return torch.cat(images).clamp_(0, 1)
 

@@ -20,7 +20,8 @@ PROJECTOR_CONFIG = "projector_config.pbtxt"
 
 def add_projector_entry(run_dir: Path, tag: str, step: int, codes: np.ndarray, labels: list[str],
                         thumbnails) -> Path:
-    """An embedding-projector entry (codes, labels, image sprite) under the run's tensorboard/.
+    """An embedding-projector entry (codes, labels, image sprite) beside the run's TensorBoard
+    events (`tensorboard/<run name>/`), so its run in TensorBoard shows it.
 
     The writer keeps only its own entries in projector_config.pbtxt, so the entries other
     calls added (other splits, other checkpoints) are merged back in; a second call with
@@ -31,7 +32,9 @@ def add_projector_entry(run_dir: Path, tag: str, step: int, codes: np.ndarray, l
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = Path(run_dir) / runs.TENSORBOARD
+    from aerun.loggers.tensorboard import projector_dir
+
+    log_dir = projector_dir(Path(run_dir))  # beside the run's training curves
     config_path = log_dir / PROJECTOR_CONFIG
     previous = ProjectorConfig()
     if config_path.is_file():

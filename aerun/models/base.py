@@ -25,13 +25,19 @@ from torch import nn
 from aerun import losses
 
 
+def one_hot(labels: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """[B] int64 -> [B, K] in the dtype and device of `like` (a conditional model's label input)."""
+    return torch.nn.functional.one_hot(labels, num_classes).to(dtype=like.dtype, device=like.device)
+
+
 class AEOutput(NamedTuple):
     """What `forward` returns (a NamedTuple, so torch.compile and DDP pass it through)."""
 
     recon: torch.Tensor  # [B, C, H, W] the decoder's raw output: logits when the output is a sigmoid
     z: torch.Tensor  # [B, D] the code the decoder read (a posterior sample for VAEs)
-    mu: torch.Tensor | None = None  # [B, D] posterior mean (VAEs)
-    logvar: torch.Tensor | None = None  # [B, D] posterior log-variance (VAEs)
+    mu: torch.Tensor | None = None  # [B, D] posterior mean (VAEs; the mean direction for the S-VAE)
+    logvar: torch.Tensor | None = None  # [B, D] posterior log-variance (Gaussian VAEs)
+    scale: torch.Tensor | None = None  # [B, 1] posterior concentration kappa (S-VAE)
 
 
 class Batch(NamedTuple):
@@ -48,7 +54,11 @@ class Step(Protocol):
 
     def forward(self, *args) -> AEOutput: ...  # the model (compiled / DDP-wrapped) under autocast
 
-    def optimize(self, name: str, loss: torch.Tensor, terms: dict | None = None) -> None: ...
+    def autocast(self): ...  # the mixed-precision context, for a family that runs its networks itself
+
+    def optimize(self, name: str, loss: torch.Tensor, terms: dict | None = None, retain_graph: bool = False) -> None: ...
+
+    def apply_gradients(self, name: str) -> None: ...  # clip and step on gradients the family computed itself
 
 
 class Autoencoder(nn.Module):
@@ -58,6 +68,7 @@ class Autoencoder(nn.Module):
     default_loss = "mse"
     supports_ddp = True  # one optimizer stepped by one backward: DDP can synchronise it
     has_prior = False  # whether `sample_codes` draws from a prior the decoder was trained on
+    latent_geometry = "euclidean"  # or "sphere": codes on S^(d-1) (plots, paths, manifold grids know it)
     uses_labels = False  # whether training_step reads batch.labels (None otherwise: not gathered)
 
     def __init__(self, input_shape, latent_dim: int, sparsity: dict | None = None,
@@ -76,29 +87,30 @@ class Autoencoder(nn.Module):
         return math.prod(self.input_shape)
 
     # -- networks: subclasses provide these -----------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    # `labels` ([B] int64) is read only by conditional models (uses_labels); others ignore it.
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C, H, W] -> [B, latent_dim]; the mean code for VAEs."""
         raise NotImplementedError
 
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_raw(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """[B, latent_dim] -> [B, C, H, W] before the output activation."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
-        z = self.encode(x)
-        return AEOutput(self.decode_raw(z), z)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> AEOutput:
+        z = self.encode(x, labels)
+        return AEOutput(self.decode_raw(z, labels), z)
 
     # -- written once ---------------------------------------------------------------------
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.to_image(self.decode_raw(z))
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_image(self.decode_raw(z, labels))
 
     def to_image(self, raw: torch.Tensor) -> torch.Tensor:
         """The image in [0, 1]-space from the decoder's raw output."""
         return torch.sigmoid(raw) if self.output_is_logits else raw
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x, labels), labels)
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -106,7 +118,7 @@ class Autoencoder(nn.Module):
         return {"model": list(self.parameters())}
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        out = step.forward(batch.inputs)
+        out = step.forward(batch.inputs, batch.labels) if self.uses_labels else step.forward(batch.inputs)
         terms = self.objective(out, batch.target, step.recon_loss)
         step.optimize("model", terms["loss"], terms)
         return terms
@@ -144,15 +156,15 @@ class Autoencoder(nn.Module):
         """Sums over the batch of the objective's terms (per image) and of the per-pixel metrics
         of the reconstruction: `evaluate` adds them over a split and divides by its size."""
         with autocast():
-            out = self(batch.inputs)
-            mean_raw = self.mean_reconstruction_raw(out)  # under autocast too: its code is bf16/fp16 there
+            out = self(batch.inputs, batch.labels)
+            mean_raw = self.mean_reconstruction_raw(out, batch.labels)  # under autocast: its code is bf16/fp16 there
         sums = {name: value.float() * batch.target.shape[0]
                 for name, value in self.objective(out, batch.target, recon_loss).items()}
         sums.update(reconstruction_sums(self.to_image(mean_raw).float(), batch.target))
         sums.update(self.extra_sums(out, batch, recon_loss))
         return sums
 
-    def mean_reconstruction_raw(self, out: AEOutput) -> torch.Tensor:
+    def mean_reconstruction_raw(self, out: AEOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The raw reconstruction the metrics judge (a VAE's is its mean code's)."""
         return out.recon
 
@@ -164,16 +176,24 @@ class Autoencoder(nn.Module):
     def epoch_warnings(self, val: dict) -> list[str]:
         return []
 
+    def counts_for_best(self, epochs_done: int) -> bool:
+        """Whether the epoch that just ended may give best.pt (a staged family: its last stage only)."""
+        return True
+
     # -- the latent space -----------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{"codes": [B, D]} (+ the posterior's statistics for VAEs): what `encode` writes."""
-        return {"codes": self.encode(x)}
+        return {"codes": self.encode(x, labels)}
 
     @torch.no_grad()
-    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, method: str = "linear") -> torch.Tensor:
-        """Decode `steps` points on the path between the codes of x0 and x1: -> [steps, C, H, W]."""
-        z0, z1 = self.encode(x0[None])[0], self.encode(x1[None])[0]
-        return self.decode(self.path_between(z0, z1, steps, method))
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, method: str = "linear",
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode `steps` points on the path between the codes of x0 and x1: -> [steps, C, H, W]
+        (`labels` [2]: the classes of x0 and x1 for a conditional model, decoded as x1's... see path)."""
+        ends = labels[:, None] if labels is not None else [None, None]
+        z0, z1 = self.encode(x0[None], ends[0])[0], self.encode(x1[None], ends[1])[0]
+        path_labels = labels[1].expand(steps) if labels is not None else None
+        return self.decode(self.path_between(z0, z1, steps, method), path_labels)
 
     def path_between(self, z0: torch.Tensor, z1: torch.Tensor, steps: int, method: str = "linear") -> torch.Tensor:
         """[D], [D] -> [steps, D]: the codes on the path between two codes."""
@@ -183,15 +203,40 @@ class Autoencoder(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no prior to sample from")
 
     @torch.no_grad()
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.decode(self.sample_codes(n, generator))
+    def sample_prior(self, n: int, generator: torch.Generator | None = None,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.sample_codes(n, generator), labels)
 
 
 def reconstruction_sums(image: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Batch sums of MSE and BCE per pixel and of PSNR (dB) per image, images in [0, 1]."""
+    """Batch sums of MSE and BCE per pixel and of PSNR (dB) per image, images in [0, 1], and of
+    `recon_variety`: how much the reconstructions vary across the batch's images, as a fraction
+    of how much the images do (about 1 for a model that reads its input; near 0 for one that
+    outputs the same image for every input, see `collapse_warning`)."""
     mse_per_image = (image - target).square().flatten(1).mean(1)
+    n = target.shape[0]
+    spread = target.var(0, unbiased=False).mean()
+    # images that do not vary (one image, or copies of one) say nothing: count them as neutral
+    variety = torch.where(spread > 1e-12, image.var(0, unbiased=False).mean() / spread.clamp_min(1e-12),
+                          torch.ones_like(spread)) if n > 1 else torch.ones((), device=target.device)
     return {"mse": mse_per_image.sum(), "psnr": psnr(mse_per_image).sum(),
-            "bce": losses.reconstruction_per_image(image, target, "bce", False).sum() / target[0].numel()}
+            "bce": losses.reconstruction_per_image(image, target, "bce", False).sum() / target[0].numel(),
+            "recon_variety": variety * n}
+
+
+COLLAPSED_VARIETY = 0.01
+
+
+def collapse_warning(val: dict) -> list[str]:
+    """The one warning every family shares: reconstructions that no longer depend on the input
+    (the model outputs the mean image: dead ReLUs after a too-large step, most often)."""
+    variety = val.get("recon_variety")
+    if variety is None or not variety < COLLAPSED_VARIETY:
+        return []
+    return [f"the reconstructions barely depend on the input (their spread across images is {100 * variety:.2g}% "
+            f"of the images'): the model outputs about the same image, the mean one, for every input; dead "
+            f"ReLUs after a too-large step, or too few steps yet, are the usual causes: try a lower optim.lr, "
+            f"model.activation=leaky_relu, or more epochs"]
 
 
 def psnr(mse_per_image: torch.Tensor) -> torch.Tensor:

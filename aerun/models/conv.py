@@ -3,9 +3,10 @@ the whole remaining map (7x7 on MNIST, 8x8 on CIFAR), mirrored with ConvTranspos
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from aerun.models.base import Autoencoder
+from aerun.models.base import AEOutput, Autoencoder
 from aerun.models.layers import activation as make_activation
 from aerun.models.variational import VariationalAutoencoder
 
@@ -51,39 +52,64 @@ def conv_decoder(input_shape, channels: list[int], in_features: int, act: str) -
 
 
 class ConvAutoencoder(Autoencoder):
-    """The textbook conv AE (1->16->32->64 on MNIST with latent_dim=64), any image size and latent size."""
+    """The textbook conv AE (1->16->32->64 on MNIST with latent_dim=64), any image size and latent size.
+    downsample=maxpool / upsample=unpool|nearest build the pooling variants (aerun.models.pooling)."""
 
     def __init__(self, input_shape, latent_dim: int = 64, channels=(16, 32), activation: str = "relu",
-                 latent_activation: str = "identity", sparsity=None):
+                 latent_activation: str = "identity", sparsity=None, downsample: str = "stride",
+                 upsample: str = "transpose"):
         super().__init__(input_shape, latent_dim, sparsity=sparsity, output_activation="sigmoid")
         channels = [int(c) for c in channels]
         self.latent_activation = latent_activation
-        self.encoder = conv_encoder(self.input_shape, channels, latent_dim, activation, latent_activation)
-        self.decoder = conv_decoder(self.input_shape, channels, latent_dim, activation)
+        self.switched = upsample == "unpool"
+        if upsample == "unpool" and downsample != "maxpool":
+            raise ValueError("upsample=unpool needs downsample=maxpool: unpooling uses the pooling switches")
+        if downsample == "stride" and upsample == "transpose":  # the textbook net, as checkpoints know it
+            self.encoder = conv_encoder(self.input_shape, channels, latent_dim, activation, latent_activation)
+            self.decoder = conv_decoder(self.input_shape, channels, latent_dim, activation)
+        else:
+            from aerun.models.pooling import PoolingEncoder, UpsamplingDecoder
 
-    def encode(self, x):
+            self.encoder = PoolingEncoder(self.input_shape, channels, latent_dim, activation, latent_activation,
+                                          downsample)
+            self.decoder = UpsamplingDecoder(self.input_shape, channels, latent_dim, activation, upsample)
+
+    def encode(self, x, labels=None):
         return self.encoder(x)
 
-    def decode_raw(self, z):
+    def decode_raw(self, z, labels=None):
         return self.decoder(z)
+
+    def forward(self, x, labels=None):
+        if not self.switched:
+            return super().forward(x, labels)
+        z, switches = self.encoder(x, keep_switches=True)  # unpooled where the encoder's maxima were
+        return AEOutput(self.decoder(z, switches), z)
+
+    @torch.no_grad()
+    def reconstruct(self, x, labels=None):
+        return self.to_image(self.forward(x).recon) if self.switched else super().reconstruct(x, labels)
 
 
 class ConvVAE(VariationalAutoencoder):
-    """The conv trunk to `trunk_dim` features, Gaussian heads, and the mirrored decoder."""
+    """The conv trunk to `trunk_dim` features, Gaussian heads, and the mirrored decoder.
+    Conditional: the one-hot label joins the trunk's features and the code."""
 
     def __init__(self, input_shape, latent_dim: int = 16, channels=(32, 64), trunk_dim: int = 256,
-                 activation: str = "relu", beta: float = 1.0, kl_warmup_epochs: float = 0.0):
-        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs)
+                 activation: str = "relu", beta: float = 1.0, kl_warmup_epochs: float = 0.0,
+                 conditional: bool = False, num_classes: int | None = None):
+        super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs,
+                         conditional=conditional, num_classes=num_classes)
         channels = [int(c) for c in channels]
         self.encoder = conv_encoder(self.input_shape, channels, trunk_dim, activation, activation)
-        self.to_stats = nn.Linear(trunk_dim, 2 * latent_dim)
-        self.from_latent = nn.Sequential(nn.Linear(latent_dim, trunk_dim), make_activation(activation))
+        self.to_stats = nn.Linear(trunk_dim + self.label_dim, 2 * latent_dim)
+        self.from_latent = nn.Sequential(nn.Linear(latent_dim + self.label_dim, trunk_dim), make_activation(activation))
         self.decoder = conv_decoder(self.input_shape, channels, trunk_dim, activation)
 
-    def encode_stats(self, x):
-        mu, raw_logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+    def encode_stats(self, x, labels=None):
+        mu, raw_logvar = self.to_stats(self.with_label(self.encoder(x), labels)).chunk(2, dim=1)
         return mu, self.safe_logvar(raw_logvar)
 
-    def decode_raw(self, z):
-        return self.decoder(self.from_latent(z))
+    def decode_raw(self, z, labels=None):
+        return self.decoder(self.from_latent(self.with_label(z, labels)))
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from aerun import losses
-from aerun.models.base import AEOutput, Autoencoder, Batch, Step
+from aerun.models.base import AEOutput, Autoencoder, Batch, Step, one_hot
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -32,28 +32,43 @@ class VariationalAutoencoder(Autoencoder):
     default_loss = "bce"
     LOGVAR_LIMIT = 10.0  # logvar is squashed into (-10, 10): std in (0.007, 148)
 
-    def __init__(self, input_shape, latent_dim: int, beta: float = 1.0, kl_warmup_epochs: float = 0.0):
+    def __init__(self, input_shape, latent_dim: int, beta: float = 1.0, kl_warmup_epochs: float = 0.0,
+                 conditional: bool = False, num_classes: int | None = None):
         super().__init__(input_shape, latent_dim, output_activation="sigmoid")
         self.beta = float(beta)
         self.kl_warmup_epochs = float(kl_warmup_epochs)
+        # A conditional VAE (Sohn et al. 2015): encoder and decoder both read the one-hot label.
+        self.uses_labels = bool(conditional)
+        if self.uses_labels and not num_classes:
+            raise ValueError("a conditional model needs num_classes (the dataset's classes)")
+        self.num_classes = int(num_classes or 0)
+        self.label_dim = self.num_classes if self.uses_labels else 0
+
+    def with_label(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """[B, F] -> [B, F + K]: the one-hot label appended when the model is conditional."""
+        if not self.uses_labels:
+            return h
+        if labels is None:
+            raise ValueError("this conditional model needs the labels of its inputs")
+        return torch.cat([h, one_hot(labels, self.num_classes, h)], dim=1)
 
     def safe_logvar(self, raw: torch.Tensor) -> torch.Tensor:
         return self.LOGVAR_LIMIT * torch.tanh(raw / self.LOGVAR_LIMIT)
 
-    def encode_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_stats(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode_stats(x)[0]
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode_stats(x, labels)[0]
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
-        mu, logvar = self.encode_stats(x)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> AEOutput:
+        mu, logvar = self.encode_stats(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return AEOutput(self.decode_raw(z), z, mu, logvar)
+        return AEOutput(self.decode_raw(z, labels), z, mu, logvar)
 
     # -- training -------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        out = step.forward(batch.inputs)
+        out = step.forward(batch.inputs, batch.labels) if self.uses_labels else step.forward(batch.inputs)
         terms = self.objective(out, batch.target, step.recon_loss, kl_warmup(step.progress, self.kl_warmup_epochs))
         step.optimize("model", terms["loss"], terms)
         return terms
@@ -67,8 +82,8 @@ class VariationalAutoencoder(Autoencoder):
                 "kl_per_dim": kl_per_dim}
 
     # -- evaluation -----------------------------------------------------------------------
-    def mean_reconstruction_raw(self, out: AEOutput) -> torch.Tensor:
-        return self.decode_raw(out.mu)
+    def mean_reconstruction_raw(self, out: AEOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode_raw(out.mu, labels)  # the posterior mean (the S-VAE's mean direction)
 
     def extra_sums(self, out: AEOutput, batch: Batch, recon_loss: str) -> dict[str, torch.Tensor]:
         """The ELBO at beta = 1 under the likelihood the loss stands for (a bound on log p(x)
@@ -85,8 +100,8 @@ class VariationalAutoencoder(Autoencoder):
         return []
 
     # -- the latent space -----------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode_stats(x)
+    def embed(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode_stats(x, labels)
         return {"codes": mu, "mu": mu, "logvar": logvar}
 
     prior_name = "N(0, I)"
@@ -96,8 +111,8 @@ class VariationalAutoencoder(Autoencoder):
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
 
     # -- densities for the importance-weighted bound -----------------------------------------
-    def posterior(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode_stats(x)
+    def posterior(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode_stats(x, labels)
         return {"mu": mu.float(), "logvar": logvar.float()}
 
     def sample_posterior(self, post: dict, k: int, generator=None) -> torch.Tensor:

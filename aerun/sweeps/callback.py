@@ -35,14 +35,16 @@ last_sweep_problems: int | None = None
 class SweepSummary(Callback):
     """Keeps `<sweep dir>/summary.{csv,md}` and `best.json` current; prints them at the end."""
 
-    def __init__(self, sort_by: str = "objective", descending: bool = False, print_at_end: bool = True):
+    def __init__(self, sort_by: str = "objective", descending: bool = False, print_at_end: bool = True,
+                 metrics=None):
         self.sort_by = sort_by
         self.descending = descending
         self.print_at_end = print_at_end
+        self.metrics = list(metrics) if metrics else None  # the table's metric columns (null: train's defaults)
 
     def _write(self, sweep_dir: Path):
         try:
-            return write_summary(sweep_dir, sort_by=self.sort_by, descending=self.descending)
+            return write_summary(sweep_dir, sort_by=self.sort_by, descending=self.descending, metrics=self.metrics)
         except UserError as exc:  # no job dirs (yet), or a bad sort_by: say so, never break the sweep
             log.warning("sweep summary not written: %s", exc)
         except Exception:  # noqa: BLE001 - a summary bug must not fail a finished job

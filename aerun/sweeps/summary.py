@@ -28,6 +28,7 @@ DEFAULT_METRICS = ("val/loss", "val/mse", "test/loss", "test/mse", "test/psnr", 
 STATS = ("best_epoch", "epochs", "wall_time_s", "params")
 # Higher is better for these metric names; lower for all others.
 MAXIMIZED = ("psnr", "psnr_noisy", "elbo")
+MAXIMIZED_SUFFIXES = ("auroc", "auprc", "accuracy")  # anomaly/mse_auroc, finetune's test accuracy
 
 
 @dataclass
@@ -51,7 +52,7 @@ def direction_of(objective_name: str | None, direction: str = "auto") -> str:
     if direction in ("minimize", "maximize"):
         return direction
     metric = (objective_name or "").rpartition("/")[2]
-    return "maximize" if metric in MAXIMIZED else "minimize"
+    return "maximize" if metric in MAXIMIZED or metric.endswith(MAXIMIZED_SUFFIXES) else "minimize"
 
 
 def _fmt(value, key: str = "") -> str:
@@ -185,7 +186,7 @@ def _table(sweep_dir: Path, sort_by: str, descending: bool, metrics, direction: 
     names = {job.objective_name for job in jobs if job.objective_name}
     objective_name = names.pop() if len(names) == 1 else None
     dirn = direction_of(objective_name or next(iter(names), None), direction)
-    wanted = list(metrics) if metrics else [m for m in DEFAULT_METRICS if any(_metric(j, m) is not None for j in jobs)]
+    wanted = [m for m in (metrics or DEFAULT_METRICS) if any(_metric(j, m) is not None for j in jobs)]
     shown = [m for m in wanted if m != objective_name]
     stats = [s for s in STATS if any(_metric(j, s) is not None for j in jobs)]
     table = Table(sweep_dir, jobs, keys, varying, objective_name, dirn, wanted, shown, stats)

@@ -1,0 +1,383 @@
+"""Bernoulli-Bernoulli RBMs and deep belief nets, trained by contrastive divergence.
+
+Visible units are the pixels' grey levels in [0, 1], used as Bernoulli probabilities: the data
+are not binarised unless `binarize=True`, which draws v ~ Bernoulli(pixels) afresh for every
+batch. Nothing is backpropagated: `training_step` computes the CD estimate of the negative
+log-likelihood gradient, writes it into `.grad` and calls `step.apply_gradients(name)`, so the
+loop's optimizer, clipping and schedulers do the rest (Hinton 2002; Tieleman 2008 for PCD;
+Hinton 2010, "A practical guide to training RBMs", for the initialisation and the statistics).
+
+    F(v) = -b.v - sum_j softplus(c_j + W_j.v)            free energy, p(v) = exp(-F(v)) / Z
+    p(h_j = 1 | v) = sigmoid(c_j + W_j.v),  p(v_i = 1 | h) = sigmoid(b_i + W_:i.h)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aerun.models.base import Autoencoder, Batch, Step, reconstruction_sums
+
+
+def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.bernoulli(p, generator=generator)
+
+
+def random_visible(n: int, size: int, device, generator=None) -> torch.Tensor:
+    """[n, size] binary units, each on with probability 1/2: where sampling chains start."""
+    return (torch.rand(n, size, device=device, generator=generator) < 0.5).float()
+
+
+class BernoulliRBM(nn.Module):
+    """weight [H, V] ~ N(0, 0.01^2), visible_bias [V], hidden_bias [H] (both 0 to start), and
+    `chain` [N, V]: PCD's fantasy particles, a buffer so a checkpoint resumes the same chain
+    (empty until the first persistent step sizes it to that batch)."""
+
+    def __init__(self, n_visible: int, n_hidden: int, init_std: float = 0.01):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_hidden, n_visible) * init_std)
+        self.visible_bias = nn.Parameter(torch.zeros(n_visible))
+        self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
+        self.register_buffer("chain", torch.zeros(0, n_visible))
+
+    @property
+    def n_visible(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.weight.shape[0]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The chain's size is the batch size it was started with: take the saved one's shape.
+        saved = state_dict.get(prefix + "chain")
+        if saved is not None and saved.shape != self.chain.shape:
+            self.chain = torch.empty(saved.shape, dtype=self.chain.dtype, device=self.chain.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def init_visible_bias(self, mean_pixels: torch.Tensor, eps: float = 1e-3) -> None:
+        """b_i = log(p_i / (1 - p_i)) for the data's mean pixel p_i (Hinton's guide, section 8)."""
+        p = mean_pixels.reshape(-1).clamp(eps, 1 - eps)
+        self.visible_bias.copy_(torch.log(p) - torch.log1p(-p))
+
+    # -- conditionals: [B, V] <-> [B, H] ---------------------------------------------------
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        return F.linear(v, self.weight, self.hidden_bias)  # [B, V] -> [B, H]
+
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.hidden_logits(v))
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.weight.t(), self.visible_bias)  # [B, H] -> [B, V]
+
+    def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.visible_logits(h))
+
+    def sample_hidden(self, v: torch.Tensor, generator=None) -> torch.Tensor:
+        return bernoulli(self.hidden_probs(v), generator)
+
+    def sample_visible(self, h: torch.Tensor, generator=None) -> torch.Tensor:
+        return bernoulli(self.visible_probs(h), generator)
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) [B]: -log p(v) up to log Z."""
+        return -(v @ self.visible_bias) - F.softplus(self.hidden_logits(v)).sum(1)
+
+    @torch.no_grad()
+    def gibbs(self, v: torch.Tensor, steps: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`steps` >= 1 rounds v -> h -> v; returns (v [B, V], h [B, H]) binary, h being the state v
+        was drawn from, so `visible_probs(h)` is the final visible state's mean."""
+        h = self.sample_hidden(v, generator)
+        v = self.sample_visible(h, generator)
+        for _ in range(steps - 1):
+            h = self.sample_hidden(v, generator)
+            v = self.sample_visible(h, generator)
+        return v, h
+
+    # -- learning ------------------------------------------------------------------------
+    @torch.no_grad()
+    def cd_gradients(self, v_data: torch.Tensor, k: int = 1, persistent_chain: torch.Tensor | None = None,
+                     generator=None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """CD-k (the chain starts at the data) or PCD-k (it continues from `persistent_chain` [N, V]).
+
+        Returns (grads, negatives, recon): grads = <.>_model - <.>_data, the estimate of the
+        gradient of -log p(data), so an optimizer's step descends; negatives [N, V] the chain's
+        binary visible state (PCD's next chain); recon [B, V] the mean-field up-down pass of the
+        data. Hidden statistics use probabilities, not samples (less noise, same expectation).
+        """
+        h_data = self.hidden_probs(v_data)  # [B, H]
+        recon = self.visible_probs(h_data)  # [B, V]
+        h = bernoulli(h_data, generator) if persistent_chain is None else self.sample_hidden(persistent_chain, generator)
+        for step in range(k):
+            v_model = self.sample_visible(h, generator)  # [N, V]
+            h_model = self.hidden_probs(v_model)  # [N, H]
+            if step < k - 1:
+                h = bernoulli(h_model, generator)
+        n, m = v_data.shape[0], v_model.shape[0]
+        grads = {"weight": h_model.t() @ v_model / m - h_data.t() @ v_data / n,  # [H, V]
+                 "visible_bias": v_model.mean(0) - v_data.mean(0),
+                 "hidden_bias": h_model.mean(0) - h_data.mean(0)}
+        return grads, v_model, recon
+
+    def fantasy_particles(self, v_data: torch.Tensor, generator=None) -> torch.Tensor:
+        """PCD's chain, started on the first batch (binary samples of it) and kept at that size."""
+        if self.chain.shape[0] == 0:
+            self.chain = bernoulli(v_data.detach().float(), generator)
+        return self.chain
+
+    # -- measurements [B, V] -> [B] -------------------------------------------------------
+    @torch.no_grad()
+    def pseudo_log_likelihood(self, v: torch.Tensor, generator=None) -> torch.Tensor:
+        """V log sigmoid(F(v') - F(v)), v' = v with one random unit flipped (v_i -> 1 - v_i): the
+        usual one-sample estimate of sum_i log p(v_i | v_-i), exact in expectation for binary v."""
+        rows = torch.arange(v.shape[0], device=v.device)
+        cols = torch.randint(v.shape[1], (v.shape[0],), device=v.device, generator=generator)
+        flipped = v.clone()
+        flipped[rows, cols] = 1 - flipped[rows, cols]
+        return -v.shape[1] * F.softplus(self.free_energy(v) - self.free_energy(flipped))
+
+    def reconstruction_error(self, v: torch.Tensor) -> torch.Tensor:
+        """Squared error of one mean-field up-down pass, summed over the pixels."""
+        return (self.visible_probs(self.hidden_probs(v)) - v).square().sum(1)
+
+
+@torch.no_grad()
+def contrastive_divergence_step(rbm: BernoulliRBM, v: torch.Tensor, k: int, persistent: bool, binarize: bool,
+                                step, name: str) -> dict[str, torch.Tensor]:
+    """One CD/PCD update of `rbm` on data v [B, V] through optimizer `name`; returns the terms
+    (0-dim) measured before the update: recon (mean-field error per image, against the grey
+    levels) and free_energy_gap = mean F(data) - mean F(negatives)."""
+    sample = bernoulli(v) if binarize else v
+    chain = rbm.fantasy_particles(sample) if persistent else None
+    grads, negatives, recon = rbm.cd_gradients(sample, k, chain)
+    if persistent:
+        rbm.chain.copy_(negatives)
+    gap = rbm.free_energy(sample).mean() - rbm.free_energy(negatives).mean()
+    error = (recon - v).square().sum(1).mean()
+    for param_name, param in rbm.named_parameters():
+        param.grad = grads[param_name].to(param.dtype)
+    step.apply_gradients(name)
+    return {"loss": error, "recon": error, "free_energy_gap": gap}
+
+
+def rbm_param_groups(rbm: BernoulliRBM) -> list[dict]:
+    """Weight decay on the weights only (Hinton's guide, section 10): biases get none."""
+    return [{"params": [rbm.weight]}, {"params": [rbm.visible_bias, rbm.hidden_bias], "weight_decay": 0.0}]
+
+
+class RBM(Autoencoder):
+    """`model=rbm`: one Bernoulli RBM. The code is p(h | x) [B, hidden_units]; decoding a code
+    gives p(v | h); samples come from Gibbs chains (`gibbs_samples`), not from a code prior.
+
+    `loss` (what best.pt is chosen by) is the squared error of one mean-field up-down pass,
+    summed per image; CD does not minimise it, but it tracks learning and needs no Z."""
+
+    has_prior = True
+    supports_ddp = False  # gradients are written by hand and stepped, no backward to synchronise
+    default_loss = "mse"
+    prior_name = "a Gibbs chain from random visible units"
+    GIBBS_STEPS = 1000  # for sample_codes / gibbs_samples when no step count is given
+    GAP_WARNING_NATS_PER_UNIT = 0.5
+
+    def __init__(self, input_shape, hidden_units: int = 500, cd_k: int = 1, persistent: bool = False,
+                 binarize: bool = False, latent_dim: int | None = None):
+        if latent_dim is not None and int(latent_dim) != int(hidden_units):
+            raise ValueError(f"latent_dim ({latent_dim}) must equal hidden_units ({hidden_units}): "
+                             f"the code is the hidden layer")
+        if int(cd_k) < 1:
+            raise ValueError(f"cd_k must be >= 1, got {cd_k}")
+        super().__init__(input_shape, int(hidden_units), output_activation="sigmoid")
+        self.cd_k, self.persistent, self.binarize = int(cd_k), bool(persistent), bool(binarize)
+        self.rbm = BernoulliRBM(self.input_dim, int(hidden_units))
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1).float()  # [B, C, H, W] -> [B, V]
+
+    def encode(self, x, labels=None):
+        return self.rbm.hidden_probs(self.flat(x))  # [B, C, H, W] -> [B, H]
+
+    def decode_raw(self, z, labels=None):
+        return self.rbm.visible_logits(z).view(-1, *self.input_shape)  # [B, H] -> [B, C, H, W]
+
+    def parameter_groups(self):
+        return {"model": rbm_param_groups(self.rbm)}
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        return contrastive_divergence_step(self.rbm, self.flat(batch.target), self.cd_k, self.persistent,
+                                           self.binarize, step, "model")
+
+    @torch.no_grad()
+    def eval_metrics(self, batch: Batch, recon_loss: str, autocast) -> dict[str, torch.Tensor]:
+        """Batch sums, in float32 whatever the precision (a free energy adds up V + H terms):
+        loss = recon (mean-field squared error per image), mse/bce/psnr of that reconstruction,
+        free_energy, pseudo_log_likelihood, and free_energy_gap (F(data) - F(one Gibbs step))."""
+        v = self.flat(batch.target)
+        recon = self.decode(self.encode(batch.inputs))  # [B, C, H, W] probabilities
+        error = (recon.reshape_as(v) - v).square().sum(1).sum()
+        one_step, _ = self.rbm.gibbs(v, 1)
+        free_energy = self.rbm.free_energy(v)
+        sums = {"loss": error, "recon": error, **reconstruction_sums(recon, batch.target),
+                "free_energy": free_energy.sum(), "pseudo_log_likelihood": self.rbm.pseudo_log_likelihood(v).sum(),
+                "free_energy_gap": (free_energy - self.rbm.free_energy(one_step)).sum()}
+        return sums
+
+    def epoch_warnings(self, val: dict) -> list[str]:
+        gap = val.get("free_energy_gap")
+        if gap is None:
+            return []
+        limit = self.GAP_WARNING_NATS_PER_UNIT * self.input_dim
+        if not math.isfinite(gap) or abs(gap) > limit:
+            return [f"the free-energy gap between the data and one Gibbs step from it is {gap:.4g} nats "
+                    f"(over {limit:g}): the RBM may be diverging; try a lower optim.lr or more weight decay"]
+        return []
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, generator=None, steps: int | None = None) -> torch.Tensor:
+        """The hidden state [n, H] that the last visible state of a Gibbs chain was drawn from:
+        `decode` of it gives that state's mean, i.e. `gibbs_samples`."""
+        v = random_visible(n, self.rbm.n_visible, self.rbm.weight.device, generator)
+        return self.rbm.gibbs(v, steps or self.GIBBS_STEPS, generator)[1]
+
+    @torch.no_grad()
+    def gibbs_samples(self, n: int, steps: int = GIBBS_STEPS, generator=None) -> torch.Tensor:
+        """[n, C, H, W] in [0, 1]: the final visible probabilities of n chains from random units."""
+        return self.decode(self.sample_codes(n, generator, steps))
+
+    @torch.no_grad()
+    def free_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """F(v) [B] of images [B, C, H, W] in [0, 1] (grey levels as mean-field visible units):
+        the anomaly score of `aerun anomaly score=free_energy`, low where the RBM puts mass."""
+        return self.rbm.free_energy(self.flat(x))
+
+    @torch.no_grad()
+    def filters(self) -> torch.Tensor:
+        """The hidden units' weights as images [H, C, H, W], each scaled to [0, 1] (filters.png)."""
+        return weights_as_images(self.rbm.weight, self.input_shape)
+
+
+def weights_as_images(weight: torch.Tensor, shape) -> torch.Tensor:
+    """[K, V] weights -> [K, C, H, W] images, each min-max scaled to [0, 1]."""
+    w = weight.detach().float()
+    low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
+    return ((w - low) / (high - low).clamp_min(1e-12)).view(-1, *shape)
+
+
+def stage_at(progress: float, epochs_per_layer: int, n_layers: int) -> int:
+    """The layer a DBN trains after `progress` epochs: i while i * epochs_per_layer <= progress <
+    (i + 1) * epochs_per_layer; the top layer from then on."""
+    return min(int(progress // epochs_per_layer), n_layers - 1)
+
+
+class DBN(Autoencoder):
+    """`model=dbn`: a stack of RBMs (visible size from input_shape, then `layers` hidden sizes)
+    trained greedily inside the ordinary loop: layer i for epochs [i, i + 1) * epochs_per_layer
+    (`stage_at`), the top one after that, until trainer.max_epochs (`total_epochs()` covers
+    every stage once). Layer i learns from the mean-field probabilities of the layers below
+    (binarize=True samples its input from them afresh per batch). Only layer i's optimizer
+    (`layer{i}`) steps. `loss` is the whole stack's mean-field reconstruction error in pixel
+    space, so val loss is comparable across stages and best.pt favours a trained stack."""
+
+    has_prior = True
+    supports_ddp = False
+    default_loss = "mse"
+    prior_name = "a Gibbs chain in the top RBM, then a mean-field down pass"
+    GIBBS_STEPS = 1000
+
+    def __init__(self, input_shape, layers=(500, 500, 2000), cd_k: int = 1, epochs_per_layer: int = 10,
+                 persistent: bool = False, binarize: bool = False, latent_dim: int | None = None):
+        layers = [int(h) for h in layers]
+        if not layers or min(layers) < 1:
+            raise ValueError(f"layers must be a non-empty list of hidden sizes >= 1, got {layers}")
+        if latent_dim is not None and int(latent_dim) != layers[-1]:
+            raise ValueError(f"latent_dim ({latent_dim}) must equal the top layer's size ({layers[-1]})")
+        if int(epochs_per_layer) < 1 or int(cd_k) < 1:
+            raise ValueError(f"epochs_per_layer and cd_k must be >= 1, got {epochs_per_layer} and {cd_k}")
+        super().__init__(input_shape, layers[-1], output_activation="sigmoid")
+        self.layer_sizes = layers
+        self.cd_k, self.epochs_per_layer = int(cd_k), int(epochs_per_layer)
+        self.persistent, self.binarize = bool(persistent), bool(binarize)
+        sizes = [self.input_dim, *layers]
+        self.rbms = nn.ModuleList(BernoulliRBM(v, h) for v, h in zip(sizes[:-1], sizes[1:]))
+
+    def total_epochs(self) -> int:
+        return len(self.rbms) * self.epochs_per_layer
+
+    def stage_at(self, progress: float) -> int:
+        return stage_at(progress, self.epochs_per_layer, len(self.rbms))
+
+    def up(self, v: torch.Tensor, n_layers: int) -> torch.Tensor:
+        """Mean-field pass through the first n_layers RBMs: [B, V] -> [B, layers[n_layers - 1]]."""
+        for rbm in self.rbms[:n_layers]:
+            v = rbm.hidden_probs(v)
+        return v
+
+    def encode(self, x, labels=None):
+        return self.up(x.reshape(x.shape[0], -1).float(), len(self.rbms))  # [B, C, H, W] -> [B, top]
+
+    def decode_raw(self, z, labels=None):
+        for rbm in reversed(self.rbms[1:]):
+            z = rbm.visible_probs(z)  # [B, layers[i]] -> [B, layers[i - 1]]
+        return self.rbms[0].visible_logits(z).view(-1, *self.input_shape)
+
+    def parameter_groups(self):
+        return {f"layer{i}": rbm_param_groups(rbm) for i, rbm in enumerate(self.rbms)}
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        i = self.stage_at(step.progress)
+        with torch.no_grad():
+            v = batch.target.reshape(batch.target.shape[0], -1).float()
+            below = self.up(v, i)  # [B, V] -> [B, layer i's visible units]
+            error = (self.reconstruct(batch.target).reshape_as(v) - v).square().sum(1).mean()
+        terms = contrastive_divergence_step(self.rbms[i], below, self.cd_k, self.persistent, self.binarize, step,
+                                            f"layer{i}")
+        return {"loss": error, "recon": error, "layer_recon": terms["recon"],
+                "free_energy_gap": terms["free_energy_gap"], "stage": torch.tensor(float(i), device=v.device)}
+
+    @torch.no_grad()
+    def eval_metrics(self, batch: Batch, recon_loss: str, autocast) -> dict[str, torch.Tensor]:
+        """Batch sums in float32: loss = recon (the stack's mean-field squared error per image),
+        mse/bce/psnr, and layer{i}_recon, each layer's own error on its input's probabilities."""
+        v = batch.target.reshape(batch.target.shape[0], -1).float()
+        recon = self.decode(self.encode(batch.inputs))
+        error = (recon.reshape_as(v) - v).square().sum(1).sum()
+        sums = {"loss": error, "recon": error, **reconstruction_sums(recon, batch.target)}
+        for i, rbm in enumerate(self.rbms):
+            sums[f"layer{i}_recon"] = rbm.reconstruction_error(v).sum()
+            v = rbm.hidden_probs(v)
+        return sums
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, generator=None, steps: int | None = None) -> torch.Tensor:
+        """Top hidden states [n, top] of Gibbs chains in the top RBM from random units."""
+        top = self.rbms[-1]
+        v = random_visible(n, top.n_visible, top.weight.device, generator)
+        return top.gibbs(v, steps or self.GIBBS_STEPS, generator)[1]
+
+    @torch.no_grad()
+    def gibbs_samples(self, n: int, steps: int = GIBBS_STEPS, generator=None) -> torch.Tensor:
+        """[n, C, H, W] in [0, 1]: top-level chains, then probabilities down through the stack."""
+        return self.decode(self.sample_codes(n, generator, steps))
+
+    def classifier_init(self) -> list[dict[str, torch.Tensor]]:
+        """[{"weight": [H_i, V_i], "bias": [H_i]}, ...] bottom to top: layer i's W and hidden bias,
+        i.e. nn.Linear(V_i, H_i) weights, for an MLP Flatten -> (Linear -> Sigmoid) x layers whose
+        output is `encode`. Copies, so fine-tuning them leaves the DBN as it was."""
+        return [{"weight": rbm.weight.detach().clone(), "bias": rbm.hidden_bias.detach().clone()} for rbm in self.rbms]
+
+    @torch.no_grad()
+    def filters(self) -> torch.Tensor:
+        """The first layer's hidden units as images [H, C, H, W] (filters.png)."""
+        return weights_as_images(self.rbms[0].weight, self.input_shape)
+
+    def classifier_trunk(self) -> nn.Sequential:
+        """The MLP that `classifier_init` describes, built and loaded."""
+        blocks: list[nn.Module] = [nn.Flatten()]
+        for params in self.classifier_init():
+            linear = nn.Linear(params["weight"].shape[1], params["weight"].shape[0])
+            linear.load_state_dict(params)
+            blocks += [linear, nn.Sigmoid()]
+        return nn.Sequential(*blocks)

@@ -1,0 +1,289 @@
+"""The families added on the training core: shapes at any image size, and what each one promises
+(tied weights share one storage, each pretraining stage trains only its layer, unpooling uses the
+encoder's switches, the VAE-GAN's optimizers step only their own network, a conditional model's
+label decides the class, the S-VAE's codes live on the sphere)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aerun.engine import StepContext, StepOptions
+from aerun.models import (DBN, RBM, SVAE, VAE, VAEGAN, ConvAutoencoder, ConvVAE, SequenceAutoencoder, SequenceVAE,
+                          StackedAutoencoder)
+from aerun.models.base import Batch
+from tests.conftest import compose, run_aerun, tiny_overrides
+
+SHAPES = [(1, 28, 28), (3, 32, 32), (1, 13, 11)]
+BUILDERS = {
+    "svae_mlp": lambda s: SVAE(s, latent_dim=3, hidden=[32]),
+    "svae_conv": lambda s: SVAE(s, latent_dim=5, network="conv", channels=[4, 8], trunk_dim=16),
+    "vaegan": lambda s: VAEGAN(s, latent_dim=4, channels=[4, 8], trunk_dim=16, discriminator_channels=[4, 8],
+                               discriminator_features=16),
+    "stacked": lambda s: StackedAutoencoder(s, latent_dim=4, layers=[32, 16]),
+    "stacked_tied": lambda s: StackedAutoencoder(s, latent_dim=4, layers=[32, 16], tied_weights=True),
+    "seq_lstm": lambda s: SequenceAutoencoder(s, latent_dim=4, cell="lstm", hidden=16),
+    "seq_gru": lambda s: SequenceAutoencoder(s, latent_dim=4, cell="gru", hidden=16, layers=2),
+    "seq_transformer": lambda s: SequenceAutoencoder(s, latent_dim=4, cell="transformer", hidden=16, heads=2),
+    "seq_vae": lambda s: SequenceVAE(s, latent_dim=4, cell="lstm", hidden=16),
+    "rbm": lambda s: RBM(s, hidden_units=4),
+    "dbn": lambda s: DBN(s, layers=[16, 4], epochs_per_layer=1),
+    "cnn_maxpool_unpool": lambda s: ConvAutoencoder(s, latent_dim=4, channels=[4, 8], downsample="maxpool",
+                                                    upsample="unpool"),
+    "cnn_nearest": lambda s: ConvAutoencoder(s, latent_dim=4, channels=[4, 8], upsample="nearest"),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_new_family_has_the_shapes_of_its_input(name, shape):
+    torch.manual_seed(0)
+    model = BUILDERS[name](shape)
+    x = torch.rand(3, *shape)
+    z = model.encode(x)
+    assert z.shape == (3, 4 if name not in ("svae_mlp", "svae_conv") else model.latent_dim)
+    assert model(x).recon.shape == (3, *shape)
+    image = model.decode(z)
+    assert image.shape == (3, *shape) and image.min() >= 0 and image.max() <= 1
+    assert model.reconstruct(x).shape == (3, *shape)
+    if model.has_prior:
+        assert model.decode(model.sample_codes(2, torch.Generator().manual_seed(0))).shape == (2, *shape)
+
+
+# ----------------------------------------------------------------------------- stacked AEs
+def test_tied_weights_are_one_storage_and_their_gradients_add_up():
+    torch.manual_seed(0)
+    tied = StackedAutoencoder((1, 8, 8), latent_dim=4, layers=[16], tied_weights=True)
+    untied = StackedAutoencoder((1, 8, 8), latent_dim=4, layers=[16])
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    weights = sum(layer.weight.numel() for layer in untied.decoder_layers)
+    assert n(untied) - n(tied) == weights  # the decoder adds only its biases
+    assert not any("decoder_layers" in name for name, _ in tied.named_parameters())
+    # the same numbers in the untied net, its decoder weights copied from the tied transposes
+    with torch.no_grad():
+        for i, layer in enumerate(tied.encoder_layers):
+            untied.encoder_layers[i].load_state_dict(layer.state_dict())
+            untied.decoder_layers[i].weight.copy_(layer.weight.t())
+            untied.decoder_layers[i].bias.copy_(tied.decoder_biases[i])
+    x = torch.rand(5, 1, 8, 8)
+    for model in (tied, untied):
+        model.zero_grad()
+        model(x).recon.square().sum().backward()
+    for i in range(tied.n_layers):  # one weight, two uses: its gradient is the sum of both
+        summed = untied.encoder_layers[i].weight.grad + untied.decoder_layers[i].weight.grad.t()
+        torch.testing.assert_close(tied.encoder_layers[i].weight.grad, summed)
+
+
+def _step_context(model):
+    from aerun.build import build_optimizers
+
+    optimizers = build_optimizers(model, {"_target_": "torch.optim.Adam", "lr": 1e-2, "weight_decay": 0.0,
+                                          "l1_weight": 0.0, "scheduler": {"_target_": None}})
+    return StepContext(model, optimizers, torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"),
+                       StepOptions("mse"))
+
+
+@pytest.mark.parametrize("pretrain", ["greedy", "rbm"])
+def test_each_pretraining_stage_trains_only_its_layer(pretrain):
+    torch.manual_seed(0)
+    model = StackedAutoencoder((1, 8, 8), latent_dim=4, layers=[16, 8], pretrain=pretrain, pretrain_epochs=2)
+    step = _step_context(model)
+    x = torch.rand(16, 1, 8, 8)
+    assert [model.stage_at(p) for p in (0, 1.99, 2, 4.5, 6, 99)] == [0, 0, 1, 2, 3, 3]
+    for stage in range(3):
+        model.unroll_below(stage)  # rbm: entering stage i first copies encoder i - 1's transpose into its mirror
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        step.begin(2 * stage + 0.5)
+        model.training_step(Batch(x, x, None), step)
+        own = {id(p) for p in model.layer_parameters(stage)}
+        for name, p in model.named_parameters():
+            if id(p) not in own:  # every other layer is bit-equal
+                assert torch.equal(before[name], p), (stage, name)
+        assert not torch.equal(before[f"encoder_layers.{stage}.weight"], model.encoder_layers[stage].weight)
+    if pretrain == "rbm":  # unrolled: decoder layer i starts as encoder layer i transposed
+        step.begin(6.0)
+        model.training_step(Batch(x, x, None), step)
+        assert bool(model.unrolled.all())
+    assert not model.counts_for_best(6) and model.counts_for_best(7)  # best.pt only from fine-tuning
+
+
+@pytest.mark.slow
+def test_a_kill_9_in_pretraining_stage_2_resumes_in_stage_2(data_root, tmp_path):
+    common = ["model=stacked_ae", "model.pretrain=greedy", "model.layers=[32,16]", "model.latent_dim=4",
+              "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.checkpoint_every_n_steps=2"]
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    assert run_aerun("train", *tiny_overrides(data_root, *common), f"hydra.run.dir={reference}").returncode == 0
+    # 7 steps an epoch: step 17 is in epoch 3, stage 2 (layers 0, 1, 2 = 784-32, 32-16, 16-4)
+    proc = run_aerun("train", *tiny_overrides(data_root, *common), f"hydra.run.dir={crashed}",
+                     env={"AERUN_TEST_FAULTS": "SIGKILL@step#17"})
+    assert proc.returncode == -9
+    proc = run_aerun("train", f"resume={crashed}")
+    assert proc.returncode == 0 and "resuming from" in proc.stderr + proc.stdout and "epoch 3" in proc.stderr + proc.stdout
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (reference, crashed))
+    assert a["test"] == b["test"]
+
+
+# ----------------------------------------------------------------------------- pooling
+def test_unpooling_puts_values_where_the_encoder_found_its_maxima():
+    from aerun.models.pooling import PoolingEncoder, UpsamplingDecoder
+
+    torch.manual_seed(0)
+    encoder = PoolingEncoder((1, 28, 28), [4, 8], 6, "relu", "identity")
+    decoder = UpsamplingDecoder((1, 28, 28), [4, 8], 6, "relu", "unpool")
+    x = torch.rand(2, 1, 28, 28)
+    z, switches = encoder(x, keep_switches=True)
+    assert [tuple(s.shape[-2:]) for s in switches] == [(14, 14), (7, 7)]
+    seen = []
+    hook = decoder.unpool.register_forward_hook(lambda module, args, out: seen.append(out))
+    decoder(z, switches)
+    hook.remove()
+    for out, indices in zip(seen, reversed(switches)):  # 7 -> 14 with stage 2's switches, then 14 -> 28
+        flat = out.flatten(2)
+        nonzero = flat != 0
+        allowed = torch.zeros_like(nonzero)
+        allowed.scatter_(2, indices.flatten(2), True)
+        assert not (nonzero & ~allowed).any()  # nothing lands outside the recorded maxima
+    with_switches = decoder(z, switches)
+    assert not torch.equal(with_switches, decoder(z))  # a code alone uses fixed switches instead
+
+
+def test_unpool_needs_maxpool():
+    from aerun.errors import UserError
+    from aerun.config import validate_train
+
+    with pytest.raises(UserError, match="needs model.downsample=maxpool"):
+        validate_train(compose("train", ["model.upsample=unpool"]))
+
+
+# ----------------------------------------------------------------------------- sequences
+def test_a_sequence_ae_reads_one_row_per_step():
+    model = SequenceAutoencoder((3, 32, 32), latent_dim=4, hidden=8)
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    rows = model.net.rows(x)
+    assert rows.shape == (2, 32, 96)  # CIFAR: 32 steps of 3 x 32
+    assert torch.equal(rows[1, 5], x[1, :, 5, :].reshape(-1))  # step 5 is row 5, every channel of it
+    assert SequenceAutoencoder((1, 28, 28), latent_dim=4, hidden=8).net.rows(torch.zeros(1, 1, 28, 28)).shape == (1, 28, 28)
+
+
+def test_sequence_ae_trains_on_masked_inputs(trained_run):
+    metrics = json.loads((trained_run("model=seq_ae", "model.hidden=32", "data.noise.kind=masking",
+                                      "data.noise.level=0.3") / "metrics.json").read_text())
+    assert metrics["model"] == "SequenceAutoencoder" and "psnr_gain" in metrics["test"]
+
+
+# ----------------------------------------------------------------------------- VAE-GAN
+def test_each_vaegan_optimizer_steps_only_its_own_network():
+    torch.manual_seed(0)
+    model = BUILDERS["vaegan"]((1, 12, 12))
+    step = _step_context(model)
+    groups = {name: {id(p) for p in opt.param_groups[0]["params"]} for name, opt in step.optimizers.items()}
+    assert set(groups) == {"encoder", "decoder", "discriminator"}
+    assert sum(map(len, groups.values())) == len(list(model.parameters()))  # every parameter, once
+    x = torch.rand(8, 1, 12, 12)
+    stepped = []
+    for name, opt in step.optimizers.items():
+        original = opt.step
+
+        def recording(*args, _name=name, _original=original, **kwargs):
+            # when optimizer `_name` steps, only its own parameters may hold gradients from this backward
+            grads = {id(p) for p in model.parameters() if p.grad is not None}
+            stepped.append((_name, grads <= groups[_name] | set().union(*[groups[n] for n, _ in stepped])))
+            return _original(*args, **kwargs)
+
+        opt.step = recording
+    step.begin(0.0)
+    terms = model.training_step(Batch(x, x, None), step)
+    assert [name for name, _ in stepped] == ["discriminator", "encoder", "decoder"]
+    assert all(ok for _, ok in stepped)
+    assert {"dis_loss", "dis_acc_real", "dis_acc_recon", "dis_acc_sampled", "llike", "kl"} <= set(terms)
+
+
+@pytest.mark.slow
+def test_a_resumed_vaegan_continues_all_three_optimizers(data_root, tmp_path):
+    common = ["model=vaegan", "model.channels=[8,16]", "model.discriminator_channels=[8,16]", "trainer.max_epochs=2",
+              "trainer.deterministic=true", "trainer.checkpoint_every_n_steps=3"]
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    assert run_aerun("train", *tiny_overrides(data_root, *common), f"hydra.run.dir={reference}").returncode == 0
+    assert run_aerun("train", *tiny_overrides(data_root, *common), f"hydra.run.dir={crashed}",
+                     env={"AERUN_TEST_FAULTS": "SIGKILL@step#10"}).returncode == -9
+    assert set(torch.load(crashed / "last.pt", weights_only=True)["optimizers"]) == {"encoder", "decoder",
+                                                                                    "discriminator"}
+    assert run_aerun("train", f"resume={crashed}").returncode == 0
+    wa = torch.load(reference / "last.pt", weights_only=True)
+    wb = torch.load(crashed / "last.pt", weights_only=True)
+    for key in wa["model"]:
+        assert torch.equal(wa["model"][key], wb["model"][key]), key
+
+
+# ----------------------------------------------------------------------------- conditional
+def _block_column(image: torch.Tensor) -> int:
+    """Which of the tiny MNIST's 5 block columns is brightest (each class is a block at its own place)."""
+    columns = image.reshape(28, 28).mean(0)  # [28]
+    return int(torch.stack([columns[1 + 5 * k:7 + 5 * k].mean() for k in range(5)]).argmax())
+
+
+def test_changing_only_the_label_changes_the_decoded_class(trained_run, tmp_path):
+    from aerun import runs
+
+    run = trained_run("model=vae", "model.conditional=true", "model.hidden=[128]", "model.latent_dim=2",
+                      "trainer.max_epochs=15", "optim.lr=3e-3")
+    model = runs.load_run(run).model
+    z = torch.zeros(10, 2)  # one code, every class
+    images = model.decode(z, torch.arange(10))
+    # the tiny MNIST puts class k's block in column k % 5 (rows: k // 5)
+    assert [_block_column(images[k]) for k in range(10)] == [k % 5 for k in range(10)]
+
+
+def test_class_is_refused_on_an_unconditional_run_and_outside_the_classes(trained_run):
+    plain = trained_run("model=vae", "model.hidden=[32]")
+    proc = run_aerun("generate", str(plain), "class=7")
+    assert proc.returncode == 2 and "is not conditional" in proc.stderr and "Traceback" not in proc.stderr
+    conditional = trained_run("model=vae", "model.hidden=[32]", "model.conditional=true")
+    proc = run_aerun("generate", str(conditional), "class=11")
+    assert proc.returncode == 2 and "class=11: no such class; classes are 0, 1" in proc.stderr
+
+
+def test_a_conditional_grid_has_a_row_per_class_and_a_code_per_column(trained_run, tmp_path):
+    from aerun.commands.generate import generate
+
+    run = trained_run("model=vae", "model.hidden=[32]", "model.conditional=true")
+    result = generate(compose("generate", [f"run={run}", "device=cpu", "n=30"]), tmp_path)
+    labels = np.load(tmp_path / "labels.npy")
+    assert labels.tolist() == [k for k in range(10) for _ in range(3)]
+    assert np.load(result["samples"]).shape == (30, 1, 28, 28)
+    codes = result["codes"].reshape(10, 3, -1)
+    assert np.array_equal(codes[0], codes[7])  # every class row decodes the same three codes
+
+
+# ----------------------------------------------------------------------------- S-VAE
+def test_svae_codes_samples_and_paths_live_on_the_sphere():
+    torch.manual_seed(0)
+    model = SVAE((1, 12, 12), latent_dim=3, hidden=[16])
+    x = torch.rand(4, 1, 12, 12)
+    assert torch.allclose(model.encode(x).norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(model(x).z.norm(dim=1), torch.ones(4), atol=1e-5)
+    samples = model.sample_codes(2000, torch.Generator().manual_seed(0))
+    assert torch.allclose(samples.norm(dim=1), torch.ones(2000), atol=1e-5)
+    assert samples.mean(0).norm() < 0.1  # uniform: no preferred direction
+    path = model.path_between(samples[0], samples[1], 7)
+    assert torch.allclose(path.norm(dim=1), torch.ones(7), atol=1e-5)
+    from aerun.analysis.likelihood import importance_weighted_bound
+
+    out = importance_weighted_bound(model, x, 20, 1000, generator=torch.Generator().manual_seed(0))
+    assert (out["iw_log_likelihood"] >= out["elbo_mc"] - 1e-4).all()
+
+
+def test_rbm_runs_evaluate_with_ais_and_generate_by_gibbs(trained_run, tmp_path):
+    from aerun.commands.evaluate import evaluate_run
+    from aerun.commands.generate import generate
+
+    run = trained_run("model=rbm", "model.hidden_units=12", "optim=sgd", "optim.lr=0.05")
+    assert (run / "filters.png").is_file()
+    report = evaluate_run(compose("evaluate", [f"run={run}", "device=cpu", "evaluate.ais_betas=500",
+                                               "evaluate.ais_chains=20"]))
+    assert report["rbm"]["log_likelihood"] < 0 and report["rbm"]["log_z"] > 0
+    result = generate(compose("generate", [f"run={run}", "device=cpu", "n=4", "generate.gibbs_steps=20"]), tmp_path)
+    assert np.load(result["samples"]).shape == (4, 1, 28, 28)
