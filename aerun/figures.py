@@ -56,11 +56,29 @@ def save_image_grid(tensor, path, nrow: int = 8, padding: int = 2, pad_value: fl
 
 
 # ----------------------------------------------------------------------------- plots
-def project_2d(codes, method: str, seed: int):
-    """[N, D] -> ([N, 2] points, x label, y label, what the axes are)."""
-    import numpy as np
+def hammer(codes):
+    """Points on the sphere S^2 [N, 3] -> the Hammer equal-area map [N, 2] (longitude from the
+    first two coordinates, latitude from the third; x in [-2 sqrt 2, 2 sqrt 2], y in [-sqrt 2, sqrt 2])."""
+    unit = codes / np.linalg.norm(codes, axis=1, keepdims=True).clip(1e-12)
+    longitude = np.arctan2(unit[:, 1], unit[:, 0])
+    latitude = np.arcsin(unit[:, 2].clip(-1, 1))
+    scale = np.sqrt(1 + np.cos(latitude) * np.cos(longitude / 2))
+    return np.stack([2 * np.sqrt(2) * np.cos(latitude) * np.sin(longitude / 2) / scale,
+                     np.sqrt(2) * np.sin(latitude) / scale], 1)
+
+
+def project_2d(codes, method: str, seed: int, on_sphere: bool = False):
+    """[N, D] -> ([N, 2] points, x label, y label, what the axes are). method=auto: the Hammer
+    map for codes on the sphere S^2 (`on_sphere` and D = 3), else PCA above 2 dimensions."""
+    from aerun.errors import UserError
 
     n, dim = codes.shape
+    if method == "auto":
+        method = "hammer" if on_sphere and dim == 3 else "pca"
+    if method == "hammer":
+        if dim != 3:
+            raise UserError(f"encode.projection=hammer: maps codes on the sphere S^2 (3-d codes), these are {dim}-d")
+        return hammer(codes), "Hammer x (longitude)", "Hammer y (latitude)", "Hammer projection of codes on S^2"
     if dim == 1:
         return np.stack([codes[:, 0], np.zeros(n)], 1), "z1", "", "1-d codes"
     if dim == 2:

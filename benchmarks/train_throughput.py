@@ -394,10 +394,13 @@ class ThroughputRow:
 
     def _run_c(self, steps: int) -> int:
         from aerun.engine import autocast
+        from aerun.models.base import Autoencoder
 
         if len(self.batches) < steps:
             self._preload_c(steps)
         self.model.train()
+        if type(self.model).training_step is not Autoencoder.training_step:
+            return self._run_own_step_c(steps)
         for x in self.batches[:steps]:
             with autocast(self.device, self.precision):
                 out = self.forward(x)
@@ -410,6 +413,27 @@ class ThroughputRow:
             else:
                 loss.backward()
                 self.optimizer.step()
+        return steps * self.batch_size
+
+    def _run_own_step_c(self, steps: int) -> int:
+        """A family with its own update (several optimizers, CD, stages): its `training_step`
+        on the preloaded batches through a bare StepContext, nothing of the loop around it."""
+        from aerun.build import build_optimizers
+        from aerun.engine import StepContext, StepOptions
+        from aerun.models.base import Batch
+
+        if not hasattr(self, "step_context"):
+            import torch
+
+            o, t = self.plain["optim"], self.plain["trainer"]
+            self.step_context = StepContext(self.forward, build_optimizers(self.model, o), self.scaler, self.device,
+                                            StepOptions(self.recon_loss, t["precision"], t["grad_clip"], o["l1_weight"]))
+            self.labels = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
+        step = self.step_context
+        for i, x in enumerate(self.batches[:steps]):
+            step.begin(1.0 + i / max(1, steps))  # past any pretraining stage: the fine-tuning step
+            self.model.training_step(Batch(x, x, self.labels[:x.shape[0]] if self.model.uses_labels else None), step)
+            step.end()
         return steps * self.batch_size
 
     # ---------------------------------------------------------------------------------

@@ -46,7 +46,10 @@ log = logging.getLogger("gallery")
 
 # The gallery, in table order.
 EXPERIMENTS = ["shallow_mnist", "linear_ae_2d", "cnn_mnist", "denoise_mnist", "sparse_mnist", "stacked_fashion",
-               "vae_2d", "beta_vae", "cifar_cnn", "kmeans_codes", "pretrain_finetune"]
+               "vae_2d", "beta_vae", "cifar_cnn", "kmeans_codes", "pretrain_finetune",
+               # docs/gallery_families.py
+               "svae_vs_nvae", "vaegan_mnist", "cvae_digits", "rbm_mnist", "deep_ae_hinton", "unpool_mnist",
+               "seq_lstm_mnist", "cabessa_recipe", "watermark_removal", "fashion_vae_2d"]
 DENOISE_VARIANTS = [("gaussian", 0.5), ("salt_pepper", 0.3), ("masking", 0.5)]  # the first is the YAML's default
 BETAS = ["0.5", "1", "4"]
 SAMPLERS = ["uniform", "normal", "gmm"]
@@ -588,8 +591,12 @@ def pretrain_finetune(g: Gallery, row: Row) -> None:
     _save(fig, g.figure("pretrain_finetune"))
 
 
+import gallery_families  # noqa: E402 - its rows use this module's helpers
+
+gallery_families.H = sys.modules[__name__]
 RUNNERS = {f.__name__: f for f in (shallow_mnist, linear_ae_2d, cnn_mnist, denoise_mnist, sparse_mnist,
-                                   stacked_fashion, vae_2d, beta_vae, cifar_cnn, kmeans_codes, pretrain_finetune)}
+                                   stacked_fashion, vae_2d, beta_vae, cifar_cnn, kmeans_codes, pretrain_finetune,
+                                   *gallery_families.FAMILY_ROWS)}
 assert list(RUNNERS) == EXPERIMENTS
 
 

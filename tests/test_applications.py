@@ -44,9 +44,10 @@ def _anomaly(run_dir, out: Path, *extra):
     return auroc, json.loads((out / "anomaly.json").read_text()), np.load(out / "scores.npz")
 
 
-def test_one_class_scores_every_test_image_and_the_other_classes_are_the_anomalies(one_class, data_root, tmp_path):
-    proc = run_aerun("anomaly", f"run={one_class}", "anomaly.score=all", "device=cpu", f"hydra.run.dir={tmp_path}",
-                     check=True)
+def test_one_class_scores_every_test_image_and_the_other_classes_are_the_anomalies(one_class, data_root, tmp_path,
+                                                                                   capsys):
+    _anomaly(one_class, tmp_path, "anomaly.score=all")
+    printed = capsys.readouterr().out
     from aerun.data.idx import read_idx
 
     test_labels = read_idx(data_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz", 0x00000801).numpy()
@@ -67,7 +68,7 @@ def test_one_class_scores_every_test_image_and_the_other_classes_are_the_anomali
     assert metrics["objective"]["name"] == "anomaly/mse_auroc"
     for png in ("roc.png", "extremes.png"):
         assert (tmp_path / png).stat().st_size > 1000
-    assert "| mse |" in proc.stdout and "AUROC (mse) of each anomalous class" in proc.stdout
+    assert "| mse |" in printed and "AUROC (mse) of each anomalous class" in printed
 
 
 def test_held_out_classes_are_exactly_the_anomalies(data_root, tmp_path_factory, tmp_path):
@@ -149,6 +150,7 @@ def test_a_conditional_run_is_refused(data_root, tmp_path_factory):
 
 
 # -- compress, judge, generate's quality -----------------------------------------------------
+@pytest.mark.slow
 def test_compress_gives_a_curve_that_rises_with_the_bits(all_classes, tmp_path):
     proc = run_aerun("compress", f"run={all_classes}", "compress.bits=[2,8]", "device=cpu",
                      f"hydra.run.dir={tmp_path}", check=True)
@@ -159,6 +161,7 @@ def test_compress_gives_a_curve_that_rises_with_the_bits(all_classes, tmp_path):
     assert (tmp_path / "rate_distortion.png").is_file() and "| autoencoder | 8 |" in proc.stdout
 
 
+@pytest.mark.slow
 def test_judge_trains_once_into_the_cache_and_writes_no_run_dir(data_root, tmp_path):
     args = ("judge", f"data.root={data_root}", "judge.epochs=2", "device=cpu", f"judge.cache_dir={tmp_path / 'c'}")
     first = run_aerun(*args, cwd=tmp_path, check=True)

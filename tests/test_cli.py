@@ -38,7 +38,7 @@ def test_command_help_shows_the_composed_config_with_what_each_key_does(tmp_path
     assert "kill_at_step" not in proc.stdout and "_partial_" not in proc.stdout  # no test hooks, no internals
     assert not (tmp_path / "outputs").exists()  # help starts no run
     proc = run_aerun("encode", "--help", cwd=tmp_path)
-    assert proc.returncode == 0 and "# pca | tsne" in proc.stdout
+    assert proc.returncode == 0 and "# auto | pca | tsne | hammer" in proc.stdout
 
 
 def test_smoke_run_through_the_cli(data_root, tmp_path):

@@ -44,6 +44,7 @@ def test_a_v1_run_encodes(legacy_run, tmp_path):
     assert np.load(tmp_path / "enc" / "codes.npz")["codes"].shape == (64, 2)
 
 
+@pytest.mark.slow
 def test_a_v1_run_resumes_to_the_metrics_the_old_code_reached(legacy_run, tmp_path):
     """Resumed with trainer.max_epochs=2 it ends where the v1 code's own resume ended (the run
     is deterministic on CPU), and its new last.pt is v2."""

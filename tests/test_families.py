@@ -14,6 +14,7 @@ import torch
 from aerun.engine import StepContext, StepOptions
 from aerun.models import (DBN, RBM, SVAE, VAE, VAEGAN, ConvAutoencoder, ConvVAE, SequenceAutoencoder, SequenceVAE,
                           StackedAutoencoder)
+from aerun.errors import UserError
 from aerun.models.base import Batch
 from tests.conftest import compose, run_aerun, tiny_overrides
 
@@ -287,3 +288,55 @@ def test_rbm_runs_evaluate_with_ais_and_generate_by_gibbs(trained_run, tmp_path)
     assert report["rbm"]["log_likelihood"] < 0 and report["rbm"]["log_z"] > 0
     result = generate(compose("generate", [f"run={run}", "device=cpu", "n=4", "generate.gibbs_steps=20"]), tmp_path)
     assert np.load(result["samples"]).shape == (4, 1, 28, 28)
+
+
+def test_hammer_projection_is_equal_area_and_encode_uses_it_for_an_svae(trained_run, tmp_path):
+    from aerun.commands.encode import encode
+    from aerun.figures import hammer, project_2d
+
+    points = np.array([[1, 0, 0], [0, 0, 1], [0, 0, -1], [-1, 1e-9, 0]], dtype=float)
+    mapped = hammer(points)
+    assert np.allclose(mapped[0], [0, 0]) and np.allclose(mapped[1], [0, np.sqrt(2)])
+    assert np.allclose(mapped[2], [0, -np.sqrt(2)]) and np.isclose(abs(mapped[3, 0]), 2 * np.sqrt(2), atol=1e-6)
+    # equal area: uniform points on the sphere fill the ellipse (area 4 pi x y-semiaxes) evenly
+    rng = np.random.default_rng(0)
+    uniform = rng.normal(size=(40000, 3))
+    xy = hammer(uniform)
+    left, right = (xy[:, 0] < 0).mean(), (np.abs(xy[:, 1]) < np.sqrt(2) / 2).mean()
+    assert abs(left - 0.5) < 0.01 and right > 0.5  # the equator band holds more than half, as on the sphere
+    assert project_2d(uniform[:10], "auto", 0, on_sphere=True)[3].startswith("Hammer")
+    assert project_2d(uniform[:10], "auto", 0, on_sphere=False)[3].startswith("PCA")
+    with pytest.raises(UserError, match="hammer: maps codes on the sphere"):
+        project_2d(rng.normal(size=(10, 4)), "hammer", 0)
+    run = trained_run("model=svae", "model.latent_dim=3", "model.hidden=[32]")
+    out = encode(compose("encode", [f"run={run}", "device=cpu", "encode.embedding=false"]), tmp_path)
+    assert out["plot"].is_file() and np.allclose(np.linalg.norm(np.load(out["codes"])["codes"], axis=1), 1, atol=1e-4)
+
+
+def test_encode_kmeans_writes_clusters_and_their_confusion_with_the_classes(trained_run, tmp_path):
+    import json
+
+    from aerun.analysis.features import cluster_report
+    from aerun.commands.encode import encode
+
+    report = cluster_report(np.array([1, 1, 0, 0, 2]), np.array([0, 0, 1, 1, 1]), ["a", "b"])
+    assert report["confusion"] == [[0, 2], [2, 0], [0, 1]] and report["matched_accuracy"] == 0.8
+    assert report["cluster_to_class"] == {0: "b", 1: "a"} and report["purity"] == 1.0
+    run = trained_run("model=linear_ae", "model.latent_dim=4")
+    encode(compose("encode", [f"run={run}", "device=cpu", "encode.kmeans=10", "encode.embedding=false"]), tmp_path)
+    clusters, labels = np.load(tmp_path / "codes.npz")["clusters"], np.load(tmp_path / "codes.npz")["labels"]
+    found = json.loads((tmp_path / "kmeans.json").read_text())
+    assert clusters.shape == labels.shape and found["k"] == 10 and np.array(found["confusion"]).sum() == len(labels)
+    with pytest.raises(UserError, match="encode.kmeans: the number of clusters must be >= 2"):
+        encode(compose("encode", [f"run={run}", "device=cpu", "encode.kmeans=1"]), tmp_path)
+
+
+def test_a_conditional_run_encodes_with_its_labels_and_finetune_refuses_it(trained_run, tmp_path):
+    from aerun.commands import finetune
+    from aerun.commands.encode import encode
+
+    run = trained_run("model=vae", "model.hidden=[32]", "model.conditional=true")
+    out = encode(compose("encode", [f"run={run}", "device=cpu", "encode.embedding=false"]), tmp_path)
+    assert np.load(out["codes"])["codes"].shape[1] == 16
+    with pytest.raises(UserError, match="finetune: this run's model is conditional"):
+        finetune.validate(compose("finetune", [f"run={run}", "device=cpu"]))

@@ -49,6 +49,7 @@ def train_with(data_root, run_dir, fault: str, *extra, env=None, cwd=None):
     ("ENOSPC", "the disk is full"),
     pytest.param("EIO", "an input/output error", marks=pytest.mark.slow),
     pytest.param("EROFS", "the file system is read-only", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_keeps_the_last_good_one(data_root, tmp_path, fault, says):
     run_dir = tmp_path / "run"
     proc = train_with(data_root, run_dir, f"{fault}@checkpoint#3")
@@ -108,6 +109,7 @@ def test_an_output_folder_that_refuses_writes_is_one_line(data_root, tmp_path, m
 
 
 # ----------------------------------------------------------------------------- signals
+@pytest.mark.slow
 def test_sigterm_while_the_final_metrics_are_computed(data_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = train_with(data_root, run_dir, "SIGTERM@final_evaluation")
@@ -139,6 +141,7 @@ def test_a_second_signal_inside_a_checkpoint_write_leaves_the_old_file_whole(dat
     assert no_temp_files(run_dir) and status(run_dir)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_ctrl_c_between_two_sweep_jobs_is_one_line(data_root, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_aerun("train", "-m", *tiny_overrides(data_root, "model=linear_ae", "model.latent_dim=2,3"),
@@ -166,6 +169,7 @@ def test_out_of_memory_says_what_to_lower(data_root, tmp_path):
     assert "out of memory" in status(run_dir)["reason"] and load_checkpoint(run_dir / "last.pt")["global_step"] == 3
 
 
+@pytest.mark.slow
 def test_a_bug_is_one_line_unless_a_traceback_is_asked_for(data_root, tmp_path):
     proc = train_with(data_root, tmp_path / "a", "BUG@step#3")
     assert proc.returncode == 1
@@ -181,6 +185,7 @@ def _snapshot(run_dir: Path) -> dict:
             for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_refused_resume_changes_nothing_and_the_allowed_one_still_works(data_root, tmp_path):
     run_dir = tmp_path / "p"
     assert run_aerun("train", *tiny_overrides(data_root, "model=linear_ae"), f"hydra.run.dir={run_dir}").returncode == 0

@@ -161,6 +161,7 @@ def _walk(family: str, optimizer: list[str], data_root, tmp_path_factory) -> lis
     return ignored
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAST_FAMILIES)
 def test_every_option_of_a_family_changes_the_run_or_is_refused(family, data_root, tmp_path_factory):
     assert _walk(family, [], data_root, tmp_path_factory) == []

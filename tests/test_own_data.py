@@ -446,6 +446,7 @@ def _cli(tmp_path, command, run, *extra):
     return out, proc
 
 
+@pytest.mark.slow
 def test_train_encode_generate_evaluate_on_a_labelled_folder_through_the_cli(tmp_path):
     class_folder(tmp_path / "d", n=10, channels=3)
     run = _cli_train(tmp_path, tmp_path / "d")

@@ -63,3 +63,47 @@ def kmeans_nmi(codes, labels, n_clusters: int, seed: int = 0, n_init: int = 4) -
     return float(normalized_mutual_info_score(labels, clusters))
 
 
+
+
+def kmeans_clusters(codes, n_clusters: int, seed: int = 0, n_init: int = 4):
+    """k-means cluster of each code [N] (int64) and the fitted centres [k, D]."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from aerun.errors import UserError
+
+    if len(codes) < n_clusters:
+        raise UserError(f"encode.kmeans={n_clusters}: more clusters than the {len(codes)} codes of this split")
+    fit = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(np.asarray(codes, dtype=np.float64))
+    return fit.labels_.astype(np.int64), fit.cluster_centers_
+
+
+def cluster_report(clusters, labels, class_names: list[str]) -> dict:
+    """How k-means clusters line up with the classes: the confusion matrix [cluster, class],
+    NMI, adjusted Rand index, and the accuracy of the best one-to-one cluster -> class map
+    (Hungarian assignment; clusters left without a class count as errors)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    k, n_classes = int(clusters.max()) + 1, len(class_names)
+    confusion = np.zeros((k, n_classes), dtype=np.int64)
+    np.add.at(confusion, (clusters, labels), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    return {"n": int(len(labels)), "k": k, "classes": list(class_names), "confusion": confusion.tolist(),
+            "nmi": float(normalized_mutual_info_score(labels, clusters)),
+            "ari": float(adjusted_rand_score(labels, clusters)),
+            "matched_accuracy": float(confusion[rows, cols].sum() / len(labels)),
+            "cluster_to_class": {int(r): class_names[c] for r, c in zip(rows, cols)},
+            "purity": float(confusion.max(1).sum() / len(labels))}
+
+
+def format_confusion(report: dict) -> str:
+    """The confusion matrix as a markdown table, rows = clusters (with their matched class)."""
+    names = report["classes"]
+    lines = ["| cluster (matched class) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i, row in enumerate(report["confusion"]):
+        matched = report["cluster_to_class"].get(i, "-")
+        lines.append(f"| {i} ({matched}) | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)

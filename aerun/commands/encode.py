@@ -33,6 +33,26 @@ def validate(cfg: DictConfig) -> None:
     for key in ("plot_max_points", "embedding_max_points"):
         if cfg.encode[key] < 1:
             raise UserError(f"encode.{key}: must be >= 1, got {cfg.encode[key]}")
+    if cfg.encode.kmeans is not None and cfg.encode.kmeans < 2:
+        raise UserError(f"encode.kmeans: the number of clusters must be >= 2 (or null), got {cfg.encode.kmeans}")
+
+
+def _write_clusters(out_dir: Path, clusters, labels, dataset, split_name: str) -> tuple[Path, str]:
+    """kmeans.json: the clusters against the classes (confusion, NMI, ARI, matched accuracy)."""
+    from aerun.analysis.features import cluster_report, format_confusion
+    from aerun.io import write_json
+
+    k = int(clusters.max()) + 1
+    if not dataset.has_labels:  # no classes to compare with: the cluster sizes alone
+        sizes = [int((clusters == c).sum()) for c in range(k)]
+        write_json(out_dir / "kmeans.json", {"k": k, "n": len(clusters), "sizes": sizes})
+        return out_dir / "kmeans.json", f"{k} k-means clusters (sizes; the data has no labels to compare with)"
+    report = cluster_report(clusters, labels, dataset.classes)
+    write_json(out_dir / "kmeans.json", report)
+    print(f"k-means (k={k}) on the {split_name} codes: NMI {report['nmi']:.3f}, ARI {report['ari']:.3f}, "
+          f"matched accuracy {report['matched_accuracy']:.3f}")
+    print(format_confusion(report))
+    return out_dir / "kmeans.json", f"k={k} clusters against the classes: confusion, NMI, ARI, matched accuracy"
 
 
 def run(cfg: DictConfig, job):
@@ -50,13 +70,20 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
     dataset = latent.load_data(cfg, loaded)
     split = latent.get_split(dataset, split_name)
 
-    arrays = latent.encode_images(model, split.images, cfg.batch_size, device)
+    arrays = latent.encode_images(model, split.images, cfg.batch_size, device, split.labels)
     codes, labels = arrays["codes"], split.labels.numpy()
+    clusters = None
+    if cfg.encode.kmeans is not None:
+        from aerun.analysis.features import kmeans_clusters
+
+        clusters, _ = kmeans_clusters(codes, cfg.encode.kmeans, cfg.seed)
+        arrays["clusters"] = clusters
     latent.save_npz(out_dir / "codes.npz", labels=labels, **arrays)
 
     shown = latent.subset(len(codes), cfg.encode.plot_max_points, cfg.seed)
     projection = enum_value(cfg.encode.projection)
-    points, xlabel, ylabel, what = project_2d(codes[shown], projection, cfg.seed)
+    points, xlabel, ylabel, what = project_2d(codes[shown], projection, cfg.seed,
+                                              on_sphere=model.latent_geometry == "sphere")
     if model.is_variational:
         what += " (posterior means)"
     title = f"{dataset.name} {split_name} split: {what} ({len(shown)} images)"
@@ -67,6 +94,9 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
                (out_dir / "latent.png", f"{what}, " + ("coloured by class" if dataset.has_labels else
                                                         "one colour (the data has no labels)"))]
     result = {"codes": out_dir / "codes.npz", "plot": out_dir / "latent.png", "shape": codes.shape}
+    if clusters is not None:
+        written.append(_write_clusters(out_dir, clusters, labels, dataset, split_name))
+        result["kmeans"] = out_dir / "kmeans.json"
     if cfg.encode.embedding:
         chosen = latent.subset(len(codes), cfg.encode.embedding_max_points, cfg.seed)
         step = int(loaded.checkpoint.get("global_step") or 0)

@@ -37,7 +37,12 @@ def validate(cfg: DictConfig) -> None:
     from aerun.config.validate import at_least
     from aerun.latent.codes import check_common
 
-    check_common(cfg)
+    from aerun.latent.codes import peek_model
+
+    run = check_common(cfg)
+    if peek_model(run).conditional:
+        raise UserError("finetune: this run's model is conditional: its encoder reads the class label, the very thing "
+                        "the classifier is to predict; fine-tune an unconditional run")
     _labels_per_class(cfg)
     at_least(cfg.finetune, "finetune.", 1, "steps", "batch_size", "hidden")
     if cfg.finetune.lr <= 0:

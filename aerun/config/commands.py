@@ -55,8 +55,10 @@ class SplitName(Enum):
 
 
 class Projection(Enum):
+    auto = "auto"  # hammer for codes on the sphere S^2 (an S-VAE with latent_dim=3), else pca
     pca = "pca"
     tsne = "tsne"
+    hammer = "hammer"  # the Hammer equal-area map of codes on S^2
 
 
 class SamplerName(Enum):
@@ -79,7 +81,8 @@ class InterpolationMode(Enum):
 
 @dataclass
 class EncodeOptions:
-    projection: Projection = Projection.pca  # how latent.png shows codes of more than 2 dimensions
+    projection: Projection = Projection.auto  # how latent.png shows codes of more than 2 dimensions
+    kmeans: Optional[int] = None  # k: k-means clusters of the codes (codes.npz `clusters`, kmeans.json, confusion)
     plot_max_points: int = 10_000  # at most this many codes in latent.png (a seeded subset)
     embedding: bool = True  # add a TensorBoard projector entry under the run's tensorboard/
     embedding_max_points: int = 2000  # at most this many codes (with thumbnails) in that entry
