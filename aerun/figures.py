@@ -98,15 +98,16 @@ def project_2d(codes, method: str, seed: int, on_sphere: bool = False):
 
 
 def scatter_plot(path: Path, points, labels, class_names: list[str], title: str,
-                 xlabel: str, ylabel: str) -> None:
+                 xlabel: str, ylabel: str, hammer_outline: bool = False) -> None:
     """`scatter_figure` written as PNG."""
-    fig = scatter_figure(points, labels, class_names, title, xlabel, ylabel)
+    size = (8.5, 5.0) if hammer_outline else (7, 6)  # the Hammer map is twice as wide as it is high
+    fig = scatter_figure(points, labels, class_names, title, xlabel, ylabel, size, hammer_outline=hammer_outline)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
 
 
 def scatter_figure(points, labels, class_names: list[str], title: str, xlabel: str, ylabel: str,
-                   size_inches: tuple[float, float] = (7, 6)):
+                   size_inches: tuple[float, float] = (7, 6), hammer_outline: bool = False):
     """Points coloured by class with a legend, on matplotlib's Agg canvas (no pyplot: no global
     figure state); without class names (unlabelled data) every point in one colour, no legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -125,9 +126,15 @@ def scatter_figure(points, labels, class_names: list[str], title: str, xlabel: s
         if mask.any():
             ax.scatter(points[mask, 0], points[mask, 1], s=size, alpha=0.6, color=colours[label], label=name,
                        linewidths=0, rasterized=True)
-    ax.set_title(title)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 60)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if hammer_outline:  # the whole sphere's outline, in true proportion (2:1)
+        t = np.linspace(0, 2 * np.pi, 361)
+        ax.plot(2 * np.sqrt(2) * np.cos(t), np.sqrt(2) * np.sin(t), color="0.6", linewidth=0.8)
+        ax.set_aspect("equal")
     if class_names:
         ax.legend(title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=12 / size * 1.5,
                   frameon=False)

@@ -281,7 +281,7 @@ class ThroughputRow:
         self.batch_size = t["batch_size"]
         torch.manual_seed(plain["seed"])
         image_shape = shared.dataset.image_shape
-        model = build_model(plain["model"], image_shape).to(self.device)
+        model = build_model(plain["model"], image_shape, len(shared.dataset.classes)).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model

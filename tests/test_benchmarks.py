@@ -33,3 +33,32 @@ def test_cpu_options_benchmark_prints_both_rows():
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| fused |") or line.startswith("| bf16 |")]
     assert len(rows) == 2 and all(float(r.strip("| ").split("|")[-1]) > 0 for r in rows), proc.stdout
+
+
+@pytest.mark.slow
+def test_family_throughput_measures_b_and_c_for_families_with_their_own_step(data_root, tmp_path):
+    out = tmp_path / "families.md"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "family_throughput.py"), "--root", str(data_root),
+                           "--rows", "vaegan,rbm,mlp_ae_500", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                           "--max-wait", "0", "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in out.read_text().splitlines() if line.startswith("| ")}
+    for family in ("vaegan", "rbm", "mlp_ae_500"):
+        cells = [c.strip() for c in rows[family].strip("|").split("|")]
+        assert float(cells[1].split()[0].replace(",", "")) > 0 and float(cells[3]) > 0, rows[family]
+    assert "An RBM epoch against a same-size MLP AE epoch" in out.read_text()
+
+
+@pytest.mark.slow
+def test_paper_tables_smoke_runs_a_table_end_to_end(tmp_path):
+    from tests.datasets_fixture import make_mnist_like
+
+    root = make_mnist_like(tmp_path / "data", n_train=1200, n_test=256)
+    results = REPO / "benchmarks" / "paper_tables.md"
+    before = results.stat().st_mtime_ns if results.exists() else None
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paper_tables.py"), "--smoke", "--only",
+                           "rate_distortion", "--data-root", str(root), "--force"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "## Rate-distortion" in proc.stdout and "| autoencoder | 8 |" in proc.stdout
+    assert (results.stat().st_mtime_ns if results.exists() else None) == before  # smoke never writes results

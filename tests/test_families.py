@@ -340,3 +340,29 @@ def test_a_conditional_run_encodes_with_its_labels_and_finetune_refuses_it(train
     assert np.load(out["codes"])["codes"].shape[1] == 16
     with pytest.raises(UserError, match="finetune: this run's model is conditional"):
         finetune.validate(compose("finetune", [f"run={run}", "device=cpu"]))
+
+
+def test_finetune_starts_its_classifier_from_a_dbn_and_fine_tunes_its_weights(trained_run, tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from aerun import runs
+    from aerun.commands import finetune
+
+    run = trained_run("model=dbn", "model.layers=[32,16]", "model.latent_dim=16", "model.epochs_per_layer=1",
+                      "trainer.max_epochs=2", "optim=sgd", "optim.lr=0.05")
+    before = {k: v.clone() for k, v in runs.load_run(run).model.state_dict().items()}
+    cfg = compose("finetune", [f"run={run}", "device=cpu", "labels_per_class=[5]", "finetune.steps=20",
+                               "finetune.freeze_encoder=false"])
+    finetune.run(cfg, SimpleNamespace(out_dir=tmp_path))
+    row = json.loads((tmp_path / "finetune.json").read_text())["results"][0]
+    assert 0 <= row["pretrained_accuracy"] <= 1 and 0 <= row["scratch_accuracy"] <= 1
+    after = runs.load_run(run).model.state_dict()  # the run on disk is left as it was
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    from aerun.analysis.classifier import EncoderClassifier, train_classifier
+
+    dbn = runs.load_run(run).model
+    classifier = EncoderClassifier(dbn, 10, "linear", 0, freeze_encoder=False)
+    images, labels = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8), torch.arange(32) % 10
+    train_classifier(classifier, images, labels, steps=3, batch_size=16, lr=1e-2, seed=0, device="cpu")
+    assert not torch.equal(dbn.rbms[0].weight, before["rbms.0.weight"])  # gradients reach the DBN's own weights

@@ -77,6 +77,10 @@ def test_hparams_lead_with_the_overrides_then_the_defining_keys_and_leave_paths_
         assert key in names[:len(overridden) + 9], key
     assert not [n for n in names if n.endswith((".root", ".path", "_target_", ".device", ".progress", "download"))]
     assert start.hparams["model"].string_value == "vae" and start.hparams["model.latent_dim"].number_value == 2
+    # TensorBoard's table sorts the columns flagged `differs` first: the overridden and defining keys
+    leading = {h.name for h in experiment.hparam_infos if h.differs}
+    assert set(overridden) | {"optim", "model.beta", "data.noise.kind", "data.noise.level", "data.name", "seed"} == leading
+    assert start.hparams["data.val_size"].number_value == 64
 
 
 def test_images_each_epoch_reconstruction_fixed_samples_and_the_2d_scatter(vae_run):
@@ -180,6 +184,8 @@ def test_run_names_and_params_from_overrides():
     overrides = ["model=vae", "model.latent_dim=2", "data.root=/data", "optim.lr=3e-4", "trainer.device=cpu",
                  "hydra.run.dir=out/x", "data.noise.kind=gaussian", "logger=[tensorboard,csv]"]
     assert run_name("vae", overrides) == "vae,latent_dim=2,lr=3e-4,noise.kind=gaussian"
+    resumed = ["model=vae", "trainer.max_epochs=1", "data.val_size=64", "trainer.max_epochs=2"]  # saved, then new
+    assert run_name("vae", resumed) == "vae,max_epochs=2,val_size=64"
     assert len(run_name("cnn_ae", [f"model.hidden{i}=[{'1' * 40}]" for i in range(5)])) <= 96
     plain = {"model": {"_target_": "aerun.models.VAE", "latent_dim": 2, "beta": 1.0, "hidden": [64]},
              "optim": {"_target_": "torch.optim.Adam", "lr": 3e-4, "scheduler": {"_target_": None}},

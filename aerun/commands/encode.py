@@ -87,7 +87,8 @@ def encode(cfg: DictConfig, out_dir: str | Path) -> dict:
     if model.is_variational:
         what += " (posterior means)"
     title = f"{dataset.name} {split_name} split: {what} ({len(shown)} images)"
-    scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel)
+    scatter_plot(out_dir / "latent.png", points, labels[shown], dataset.classes, title, xlabel, ylabel,
+                 hammer_outline=what.startswith("Hammer"))
 
     written = [(out_dir / "codes.npz", f"codes {codes.shape[0]} x {codes.shape[1]}, labels"
                 + (", mu, logvar" if model.is_variational else "") + f"; {split_name} split"),

@@ -213,7 +213,7 @@ def build_loop(plain, run_dir: Path, ctx, device, model, dataset, params: int, r
 def open_loggers(plain: dict, run_dir: Path, model, purge_step):
     """The run's trackers (logger=...), told its name and its settings in reading order."""
     from aerun.loggers import RunInfo, build_loggers
-    from aerun.loggers.params import experiment_params, run_name
+    from aerun.loggers.params import experiment_params, leading_keys, run_name
 
     model_choice, overrides = type(model).__name__, []
     try:  # the model group's choice (vae, cnn_ae) and this job's overrides, when Hydra runs us
@@ -224,8 +224,9 @@ def open_loggers(plain: dict, run_dir: Path, model, purge_step):
         overrides = list(hydra_cfg.overrides.task)
     except (ImportError, ValueError):  # not under Hydra (a torchrun worker, a benchmark)
         pass
-    info = RunInfo(run_dir, run_name(model_choice, overrides), experiment_params(plain, model_choice, overrides),
-                   purge_step)
+    params = experiment_params(plain, model_choice, overrides)
+    info = RunInfo(run_dir, run_name(model_choice, overrides), params, purge_step,
+                   leading=frozenset(leading_keys(params, overrides)))
     return build_loggers(plain.get("logger") or {}, info)
 
 

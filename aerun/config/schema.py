@@ -195,7 +195,7 @@ class CsvLoggerConfig:
 
 @dataclass
 class MlflowLoggerConfig:
-    tracking_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else a local store in ./mlruns
+    tracking_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db here)
     experiment: str = "aerun"
     log_checkpoint: bool = True  # best.pt as an artifact (beside the figures and metrics.json)
 

@@ -48,7 +48,7 @@ def build_loggers(logger_cfg: dict, info: RunInfo) -> Loggers:
         options = dict(logger_cfg.get(name) or {})
         try:
             opened.loggers.append(getattr(importlib.import_module(module), cls)(
-                RunInfo(info.run_dir, info.name, info.params, info.purge_step, options)))
+                RunInfo(info.run_dir, info.name, info.params, info.purge_step, options, info.leading)))
         except Exception as exc:  # noqa: BLE001 - a tracker must never stop the training run
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             from aerun.loggers.base import log

@@ -22,6 +22,7 @@ class RunInfo:
     params: dict  # aerun.loggers.params.experiment_params, in reading order
     purge_step: int | None = None  # a resumed run: drop what was logged at or after this step
     options: dict = field(default_factory=dict)  # this tracker's own config (logger.<name>)
+    leading: frozenset = frozenset()  # params.leading_keys: the settings to show first (overridden, defining)
 
 
 class Logger:

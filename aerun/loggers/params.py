@@ -24,14 +24,15 @@ MAX_NAME = 96
 
 
 def _override_keys(overrides: list[str]) -> list[tuple[str, str]]:
-    """(key, value) of each `key=value` override that sets a setting (not hydra.*, not a path)."""
-    pairs = []
+    """(key, value) of each `key=value` override that sets a setting (not hydra.*, not a path);
+    a key given twice (a resumed run: its saved overrides, then the new ones) keeps its last value."""
+    pairs: dict[str, str] = {}
     for text in overrides:
         key, sep, value = text.lstrip("+~").partition("=")
         if not sep or key.startswith(NOT_SETTINGS) or LEFT_OUT.search(key):
             continue
-        pairs.append((key.replace("/", "."), value))
-    return pairs
+        pairs[key.replace("/", ".")] = value
+    return list(pairs.items())
 
 
 GENERIC = {"kind", "level", "name", "size", "weight", "type"}  # say too little alone: noise.kind
@@ -71,5 +72,12 @@ def experiment_params(plain: dict, model_choice: str, overrides: list[str]) -> d
         value = flat[key]
         if value is None or isinstance(value, dict):
             continue
+        if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+            value = int(value)  # data.val_size=64 is a count: 64, not 64.0
         params[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return params
+
+
+def leading_keys(params: dict, overrides: list[str]) -> set[str]:
+    """The keys a tracker should show first: what this run (or sweep job) overrode, and DEFINING."""
+    return ({k for k, _ in _override_keys(overrides)} | set(DEFINING)) & set(params)

@@ -37,6 +37,19 @@ def projector_dir(run_dir: Path) -> Path:
     return found if found is not None else Path(run_dir) / runs.TENSORBOARD / Path(run_dir).name
 
 
+def mark_leading(experiment, leading: frozenset) -> None:
+    """Flag the leading settings as `differs` in the HParams experiment summary: TensorBoard's table
+    sorts the columns that differ first (then by name) and shows the first few, so the overridden
+    and experiment-defining keys lead instead of data.* in alphabetical order."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = experiment.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in leading
+    value.metadata.plugin_data.content = data.SerializeToString()
+
+
 class TensorBoardLogger(Logger):
     name = "tensorboard"
 
@@ -61,6 +74,7 @@ class TensorBoardLogger(Logger):
 
         self.scalars(metrics, step)
         experiment, start, end = hparams(self.info.params, metrics)  # metric infos name the tags just written
+        mark_leading(experiment, self.info.leading)
         for proto in (experiment, start, end):
             self.writer.file_writer.add_summary(proto)
         self.writer.flush()
