@@ -120,6 +120,8 @@ BAD_INPUTS = [
     (["loss=hinge"], "loss=hinge"),
     (["model=mlp_ae", "model.activation=identity", "loss=bce"], "loss: bce needs a sigmoid output"),
     (["model=vae", "model.beta=-1"], "model.beta"),
+    (["model=vaegan", "model.equilibrium_margin=0"], "model.equilibrium_margin: must be > 0 (or null"),
+    (["model=vaegan", "model.discriminator_lr_scale=0"], "model.discriminator_lr_scale: must be > 0"),
     (["trainer.compile=true", "trainer.deterministic=true"], "trainer.compile"),
     (["trainer.grad_clip=-1"], "trainer.grad_clip"),
     (["seed=1.5"], "seed=1.5"),

@@ -202,6 +202,28 @@ def test_each_vaegan_optimizer_steps_only_its_own_network():
     assert {"dis_loss", "dis_acc_real", "dis_acc_recon", "dis_acc_sampled", "llike", "kl"} <= set(terms)
 
 
+def test_vaegan_equilibrium_rests_the_winning_side_and_never_both():
+    model = BUILDERS["vaegan"]((1, 12, 12))  # margin 0.35 around 0.68: [0.33, 1.03]
+    rule = lambda real, fake: model.equilibrium(torch.tensor(real), torch.tensor(fake))  # noqa: E731
+    assert rule(0.7, 0.7) == (True, True)
+    assert rule(0.1, 0.7) == (False, True)  # the discriminator wins on real images: it rests
+    assert rule(0.7, 1.5) == (True, False)  # it loses on fakes: the decoder rests
+    assert rule(0.1, 1.5) == (True, True)  # both would rest: both train
+    model.equilibrium_margin = None
+    assert rule(0.01, 5.0) == (True, True)
+    # a resting discriminator's optimizer does not step, and the step says so
+    model.equilibrium_margin = 0.35
+    model.equilibrium = lambda real, fake: (False, True)
+    step = _step_context(model)
+    stepped = []
+    for name, opt in step.optimizers.items():
+        opt.step = lambda *a, _name=name, **k: stepped.append(_name)
+    step.begin(0.0)
+    x = torch.rand(8, 1, 12, 12)
+    terms = model.training_step(Batch(x, x, None), step)
+    assert stepped == ["encoder", "decoder"] and terms["dis_trained"] == 0 and terms["dec_trained"] == 1
+
+
 @pytest.mark.slow
 def test_a_resumed_vaegan_continues_all_three_optimizers(data_root, tmp_path):
     common = ["model=vaegan", "model.channels=[8,16]", "model.discriminator_channels=[8,16]", "trainer.max_epochs=2",

@@ -60,7 +60,7 @@ def _changed(key: str, value):
                "optim.scheduler.T_max": 3, "trainer.strategy": "ddp", "data.include_classes": [0, 1, 2, 3, 4],
                "data.exclude_classes": [9], "data.path": "/nonexistent/images", "data.channels": 3,
                "data.image_size": 14, "data.test_size": 0.25, "data.images_key": "x", "data.labels_key": "y",
-               "data.class_names_key": "names"}
+               "data.class_names_key": "names", "model.equilibrium_margin": 0.01}  # a band the losses leave
     if key == "optim.scheduler.interval":
         return "step" if value == "epoch" else "epoch"
     choices = {"model.cell": {"lstm": "gru"}, "model.network": {"mlp": "conv"}, "model.pretrain": {"none": "greedy"},

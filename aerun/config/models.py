@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, List
+from typing import ClassVar, List, Optional
 
 from omegaconf import II, MISSING
 
@@ -132,6 +132,7 @@ class VAEGANConfig(VariationalModelConfig):
     discriminator_channels: List[int] = field(default_factory=lambda: [32, 64])
     discriminator_features: int = 256
     discriminator_lr_scale: float = 1.0
+    equilibrium_margin: Optional[float] = 0.35  # rest the winning side while the discriminator's loss leaves 0.68 +- this; null: never
 
 
 class Pretrain(Enum):

@@ -111,6 +111,9 @@ def _validate_model(m) -> None:
     at_least(m, "model.", 0, "gamma", "pixel_weight")
     if "discriminator_lr_scale" in m:
         check(m.discriminator_lr_scale > 0, "model.discriminator_lr_scale", f"must be > 0, got {m.discriminator_lr_scale}")
+    if m.get("equilibrium_margin") is not None:
+        check(0 < m.equilibrium_margin, "model.equilibrium_margin",
+              f"must be > 0 (or null: no balance), got {m.equilibrium_margin}")
     if "latent_geometry" in m or OmegaConf.get_type(m).__name__ == "SVAEConfig":
         check(m.latent_dim >= 2, "model.latent_dim", f"an S-VAE's code lives on S^(d-1): must be >= 2, got {m.latent_dim}")
     if "channels" in m:

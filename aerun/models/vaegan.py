@@ -22,23 +22,41 @@ from torch import nn
 
 from aerun import losses
 from aerun.models.base import AEOutput, Batch, Step
-from aerun.models.conv import conv_decoder, conv_encoder
+from aerun.models.conv import conv_decoder, conv_encoder, downsampled_sizes
 from aerun.models.layers import activation as make_activation
 from aerun.models.variational import VariationalAutoencoder, kl_warmup
 
 
 class Discriminator(nn.Module):
-    """Strided convs to a feature layer (Dis_l, the similarity space), then one real/fake logit."""
+    """Strided convs (batch-normalised after the first, as in DCGAN and Larsen et al.) whose last
+    feature map is Dis_l, the similarity space; then a hidden layer and one real/fake logit."""
 
     def __init__(self, input_shape, channels: list[int], features: int):
         super().__init__()
-        self.features = conv_encoder(input_shape, channels, features, "leaky_relu", "leaky_relu")  # [B, F]
-        self.logit = nn.Linear(features, 1)
+        in_ch, height, width = input_shape
+        layers = []
+        for i, ch in enumerate(channels):
+            layers.append(nn.Conv2d(in_ch, ch, 3, stride=2, padding=1, bias=i == 0))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(ch))
+            layers.append(nn.LeakyReLU(0.2))
+            in_ch = ch
+        self.convs = nn.Sequential(*layers)
+        out_h, out_w = downsampled_sizes(height, width, len(channels))[-1]
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * out_h * out_w, features), nn.LeakyReLU(0.2),
+                                  nn.Linear(features, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, C, H, W] -> (logits [B], features [B, F])."""
-        h = self.features(x)
-        return self.logit(h).squeeze(1), h
+        """[B, C, H, W] -> (logits [B], Dis_l features [B, C_l * h * w])."""
+        h = self.convs(x)
+        return self.head(h).squeeze(1), h.flatten(1)
+
+    def judge(self, *batches: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Real, reconstructed and sampled images in one pass, so that batch norm normalises them
+        alike and their features are comparable: (logits per batch, features per batch)."""
+        logits, features = self(torch.cat(batches))
+        sizes = [b.shape[0] for b in batches]
+        return list(logits.split(sizes)), list(features.split(sizes))
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -51,11 +69,12 @@ class VAEGAN(VariationalAutoencoder):
     def __init__(self, input_shape, latent_dim: int = 32, channels=(32, 64), trunk_dim: int = 256,
                  activation: str = "relu", beta: float = 1.0, kl_warmup_epochs: float = 0.0, gamma: float = 0.1,
                  pixel_weight: float = 0.0, discriminator_channels=(32, 64), discriminator_features: int = 256,
-                 discriminator_lr_scale: float = 1.0):
+                 discriminator_lr_scale: float = 1.0, equilibrium_margin: float | None = 0.35):
         super().__init__(input_shape, latent_dim, beta=beta, kl_warmup_epochs=kl_warmup_epochs)
         channels = [int(c) for c in channels]
         self.gamma, self.pixel_weight = float(gamma), float(pixel_weight)
         self.discriminator_lr_scale = float(discriminator_lr_scale)
+        self.equilibrium_margin = None if equilibrium_margin is None else float(equilibrium_margin)
         self.encoder = conv_encoder(self.input_shape, channels, trunk_dim, activation, activation)
         self.to_stats = nn.Linear(trunk_dim, 2 * latent_dim)
         self.from_latent = nn.Sequential(nn.Linear(latent_dim, trunk_dim), make_activation(activation))
@@ -84,24 +103,38 @@ class VAEGAN(VariationalAutoencoder):
             out = self(batch.inputs)
             prior_raw = self.decode_raw(torch.randn_like(out.z))
             recon, sampled = torch.sigmoid(out.recon), torch.sigmoid(prior_raw)
-            d_real, _ = self.discriminator(x)
-            d_rec, _ = self.discriminator(recon.detach())
-            d_prior, _ = self.discriminator(sampled.detach())
-        dis_loss = _bce(d_real, 1.0) + _bce(d_rec, 0.0) + _bce(d_prior, 0.0)
-        step.optimize("discriminator", dis_loss)
+            (d_real, d_rec, d_prior), _ = self.discriminator.judge(x, recon.detach(), sampled.detach())
+        real_cost, fake_cost = _bce(d_real, 1.0), 0.5 * (_bce(d_rec, 0.0) + _bce(d_prior, 0.0))
+        dis_loss = real_cost + 2 * fake_cost
+        train_dis, train_dec = self.equilibrium(real_cost, fake_cost)
+        if train_dis:
+            step.optimize("discriminator", dis_loss)
         with step.autocast():  # the networks are judged by the discriminator as it is now
-            d_rec, features_rec = self.discriminator(recon)
-            d_prior, _ = self.discriminator(sampled)
-            with torch.no_grad():
-                _, features_real = self.discriminator(x)
+            (_, d_rec, d_prior), (features_real, features_rec, _) = self.discriminator.judge(x, recon, sampled)
+            features_real = features_real.detach()
         terms = self.generator_terms(out, x, features_rec, features_real, d_rec, d_prior,
                                      kl_warmup(step.progress, self.kl_warmup_epochs))
-        step.optimize("encoder", terms["encoder_loss"], retain_graph=True)
-        step.optimize("decoder", terms["decoder_loss"])
-        terms.update(dis_loss=dis_loss.detach(), dis_acc_real=(d_real > 0).float().mean(),
+        step.optimize("encoder", terms["encoder_loss"], retain_graph=train_dec)
+        if train_dec:
+            step.optimize("decoder", terms["decoder_loss"])
+        terms.update(dis_loss=dis_loss.detach(), dis_trained=torch.tensor(float(train_dis)),
+                     dec_trained=torch.tensor(float(train_dec)), dis_acc_real=(d_real > 0).float().mean(),
                      dis_acc_recon=(d_rec.detach() < 0).float().mean(),
                      dis_acc_sampled=(d_prior.detach() < 0).float().mean())
         return terms
+
+    EQUILIBRIUM = 0.68  # the discriminator's BCE near chance (ln 2 = 0.69), as in Larsen et al.'s code
+
+    def equilibrium(self, real_cost: torch.Tensor, fake_cost: torch.Tensor) -> tuple[bool, bool]:
+        """(train the discriminator?, train the decoder?): Larsen et al.'s balance. A discriminator
+        whose loss on real or fake images is below EQUILIBRIUM - margin is winning and rests; one
+        above EQUILIBRIUM + margin is losing, and the decoder rests; never both (one host read a step)."""
+        if self.equilibrium_margin is None:
+            return True, True
+        real, fake = torch.stack([real_cost.detach(), fake_cost.detach()]).float().tolist()
+        low, high = self.EQUILIBRIUM - self.equilibrium_margin, self.EQUILIBRIUM + self.equilibrium_margin
+        train_dis, train_dec = not (real < low or fake < low), not (real > high or fake > high)
+        return (True, True) if not (train_dis or train_dec) else (train_dis, train_dec)
 
     def generator_terms(self, out: AEOutput, x, features_rec, features_real, d_rec, d_prior,
                         kl_scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -127,9 +160,8 @@ class VAEGAN(VariationalAutoencoder):
             out = self(batch.inputs)
             mean_image = torch.sigmoid(self.decode_raw(out.mu)).float()
             sampled = torch.sigmoid(self.decode_raw(torch.randn_like(out.z)))
-            d_real, features_real = self.discriminator(x)
-            d_rec, features_rec = self.discriminator(torch.sigmoid(out.recon))
-            d_prior, _ = self.discriminator(sampled)
+            (d_real, d_rec, d_prior), (features_real, features_rec, _) = self.discriminator.judge(
+                x, torch.sigmoid(out.recon), sampled)
         terms = self.generator_terms(out, x, features_rec, features_real, d_rec, d_prior)
         sums = {name: value.float() * b for name, value in terms.items()}
         nll = losses.decoder_nll_per_image(out.recon, x, "bce", True)
