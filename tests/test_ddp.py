@@ -89,14 +89,18 @@ def test_a_nan_on_one_rank_stops_both_with_one_message_naming_it(data_root, tmp_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault, says", [("BUG@step#3:rank1", "rank 1: internal error: ZeroDivisionError"),
-                                         ("SIGKILL@step#3:rank1", "rank 0: stopped: lost contact with another rank")])
+                                         # whichever comes first: rank 0 notices the lost peer, or torchrun's
+                                         # agent, seeing rank 1 die, sends rank 0 SIGTERM (on a loaded machine)
+                                         ("SIGKILL@step#3:rank1", ("rank 0: stopped: lost contact with another rank",
+                                                                   "rank 0: stopped by SIGTERM"))])
 def test_a_rank_that_fails_or_dies_stops_the_other_within_seconds(data_root, tmp_path, fault, says):
     import time
 
     started = time.time()
     proc = _torchrun(data_root, tmp_path / "run", 29533, "trainer.max_epochs=100", faults=fault)
     assert proc.returncode != 0 and time.time() - started < 60  # no rank waits in a collective
-    assert any(says in line for line in _aerun_lines(proc.stdout)), proc.stdout
+    says = (says,) if isinstance(says, str) else says
+    assert any(said in line for line in _aerun_lines(proc.stdout) for said in says), proc.stdout
 
 
 @pytest.mark.slow
