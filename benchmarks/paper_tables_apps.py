@@ -60,10 +60,13 @@ def ood(bench: Bench) -> str:
                              f"{report['mean_score_normal']:.4g}", f"{report['mean_score_anomalous']:.4g}"])
     body = markdown_table(["trained on", "anomalies", "model", "score", "AUROC", "mean score (trained-on test)",
                            "mean score (other)"], rows)
+    failing = sorted({f"{row[2]} {row[3]}" for row in rows if row[0] == "fashion_mnist" and float(row[4]) < 0.5})
     notes = ("AUROC below 0.5: the score ranks the other dataset's images as *more* normal than the test images of "
              "the dataset the model was trained on. Nalisnick et al. (2019) report this for likelihoods of models "
-             "trained on FashionMNIST and scored on MNIST; here it shows for every score built on reconstruction "
-             "or likelihood: MNIST digits are mostly black background, which any decoder reconstructs well.")
+             "trained on FashionMNIST and scored on MNIST. Here, trained on FashionMNIST, it shows for: "
+             + (", ".join(failing) or "no score") + " — the scores summed over pixels under a Bernoulli likelihood, "
+             "which MNIST's mostly black background makes cheap to explain. The squared error and the density of "
+             "the codes still separate the two.")
     return section(bench, "Out of distribution: MNIST vs FashionMNIST (Nalisnick et al. 2019)", body, notes)
 
 
