@@ -69,6 +69,7 @@ def test_exit_status_and_output_survive_the_prompt_exit(tmp_path):
     assert proc.stdout == "bufferedatexit ran\n"
 
 
+@pytest.mark.slow
 def test_default_run_dirs_are_under_outputs_and_never_shared(data_root, tmp_path):
     first = claim_run_dir(str(tmp_path))
     second = claim_run_dir(str(tmp_path))  # same second

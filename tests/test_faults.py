@@ -198,6 +198,7 @@ def test_a_refused_resume_changes_nothing_and_the_allowed_one_still_works(data_r
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_dir_in_use_is_refused_before_touching_it(data_root, tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))

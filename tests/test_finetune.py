@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from aerun import runs
@@ -11,6 +12,7 @@ from aerun.analysis.classifier import EncoderClassifier, labelled_subset, train_
 from tests.conftest import run_aerun
 
 
+@pytest.mark.slow
 def test_finetune_writes_the_comparison_and_the_pretrained_encoder_helps(trained_run, tmp_path):
     # enough steps for the tiny AE to learn the class blocks (mse ~0.011, well under the data's variance 0.027)
     run_dir = trained_run("model=mlp_ae", "model.latent_dim=16", "model.hidden=[64]", "trainer.max_epochs=20",

@@ -98,6 +98,7 @@ def test_encode_cli_writes_codes_plot_and_projector_entry(ae2, tmp_path):
     assert not list(tmp_path.glob("enc/.*.tmp")) and not list(tmp_path.glob("enc/.codes*"))
 
 
+@pytest.mark.slow
 def test_generate_cli_gmm_writes_grid_and_array(ae2, tmp_path):
     proc = run_aerun("generate", f"run={ae2}", "n=16", "sampler=gmm", "generate.components=3", "device=cpu",
                      f"hydra.run.dir={tmp_path / 'gen'}")
@@ -117,6 +118,7 @@ def test_generate_cli_refuses_prior_on_a_plain_autoencoder(ae2, tmp_path):
     assert "not a VAE" in lines[0] and all(name in lines[0] for name in ("normal", "uniform", "gmm"))
 
 
+@pytest.mark.slow
 def test_interpolate_cli_by_class(ae2, tmp_path):
     proc = run_aerun("interpolate", f"run={ae2}", "from_class=2", "to_class=9", "steps=7", "device=cpu",
                      f"hydra.run.dir={tmp_path / 'int'}")
@@ -131,6 +133,7 @@ def test_interpolate_cli_by_class(ae2, tmp_path):
     assert "(class 2)" in proc.stdout and "(class 9)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_interpolate_cli_manifold_on_a_2d_vae(vae2, tmp_path):
     proc = run_aerun("interpolate", str(vae2), "mode=manifold", "interpolate.grid=5", "device=cpu",
                      "data.root=/nonexistent",  # the prior's grid needs no data

@@ -465,6 +465,7 @@ def test_train_encode_generate_evaluate_on_a_labelled_folder_through_the_cli(tmp
     assert "skipped" not in report["features"]
 
 
+@pytest.mark.slow
 def test_an_unlabelled_folder_plots_in_one_colour_skips_probes_and_refuses_finetune(tmp_path):
     from aerun.commands.encode import encode
     from aerun.commands.evaluate import evaluate_run

@@ -93,6 +93,7 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_writes_a_checkpoint_and_says_how_to_resume(data_root, tmp_path, sig, code):
     run_dir = tmp_path / "run"
@@ -108,6 +109,7 @@ def test_signal_writes_a_checkpoint_and_says_how_to_resume(data_root, tmp_path, 
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_leaves_whole_checkpoints(data_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(data_root, run_dir, "trainer.checkpoint_every_n_steps=1", "trainer.images_every_n_epochs=0")
