@@ -104,6 +104,8 @@ def test_each_pretraining_stage_trains_only_its_layer(pretrain):
             if id(p) not in own:  # every other layer is bit-equal
                 assert torch.equal(before[name], p), (stage, name)
         assert not torch.equal(before[f"encoder_layers.{stage}.weight"], model.encoder_layers[stage].weight)
+        if pretrain == "rbm":  # the mirror follows the RBM step by step, so val loss reads the stack so far
+            assert torch.equal(model.decoder_layers[stage].weight, model.encoder_layers[stage].weight.t())
     if pretrain == "rbm":  # unrolled: decoder layer i starts as encoder layer i transposed
         step.begin(6.0)
         model.training_step(Batch(x, x, None), step)

@@ -14,7 +14,8 @@ from aerun.analysis.ais import (ais_log_partition, base_rate_visible_bias, exact
                                 paper_betas)
 from aerun.engine.step import StepContext, StepOptions
 from aerun.models.base import AEOutput, Batch
-from aerun.models.rbm import DBN, RBM, BernoulliRBM, stage_at
+from aerun.models.dbn import DBN, stage_at
+from aerun.models.rbm import RBM, BernoulliRBM, bernoulli
 
 
 def random_rbm(n_visible: int, n_hidden: int, scale: float, seed: int) -> BernoulliRBM:
@@ -116,9 +117,9 @@ def test_the_paper_schedule_and_schedule_checks():
 def test_cd_weight_gradient_has_the_sign_of_data_minus_model_correlations():
     rbm = BernoulliRBM(6, 4, init_std=0.0)  # p(v) uniform, p(h | v) = 1/2: <v h>_model = 1/4
     generator = torch.Generator().manual_seed(0)
-    grads, _, _ = rbm.cd_gradients(torch.ones(2000, 6), 1, generator=generator)  # <v h>_data = 1/2
+    grads = rbm.cd_gradients(torch.ones(2000, 6), 1, generator=generator).grads  # <v h>_data = 1/2
     assert bool((grads["weight"] < -0.2).all()) and bool((grads["visible_bias"] < -0.4).all())
-    grads, _, _ = rbm.cd_gradients(torch.zeros(2000, 6), 1, generator=generator)  # <v h>_data = 0
+    grads = rbm.cd_gradients(torch.zeros(2000, 6), 1, generator=generator).grads  # <v h>_data = 0
     assert bool((grads["weight"] > 0.2).all())
 
 
@@ -132,9 +133,26 @@ def test_cd_from_the_stationary_distribution_is_the_exact_gradient():
     generator = torch.Generator().manual_seed(1)
     states, p = exact_visible_probs(rbm)
     chain = states[torch.multinomial(p.float(), 40_000, replacement=True, generator=generator)]
-    grads, _, _ = rbm.cd_gradients(data, 1, persistent_chain=chain, generator=generator)
+    grads = rbm.cd_gradients(data, 1, persistent_chain=chain, generator=generator).grads
     for name, value in grads.items():
         assert torch.allclose(value.double(), exact[name].double(), atol=0.02), name
+
+
+def test_cd_free_energy_gap_is_the_free_energies_of_its_two_phases():
+    rbm = random_rbm(7, 5, scale=1.0, seed=2)
+    data = torch.bernoulli(torch.full((64, 7), 0.3), generator=torch.Generator().manual_seed(3))
+    estimate = rbm.cd_gradients(data, 2, generator=torch.Generator().manual_seed(4))
+    direct = rbm.free_energy(data).mean() - rbm.free_energy(estimate.negatives).mean()
+    assert estimate.free_energy_gap.item() == pytest.approx(direct.item(), abs=1e-5)
+
+
+def test_bernoulli_samples_are_binary_with_the_given_means_and_follow_the_generator():
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).repeat(40_000, 1)
+    samples = bernoulli(p, torch.Generator().manual_seed(5))
+    assert set(samples.unique().tolist()) <= {0.0, 1.0} and samples.dtype == p.dtype
+    assert torch.allclose(samples.mean(0), p[0], atol=0.01)
+    assert samples[:, 0].sum() == 0 and samples[:, 4].all()
+    assert torch.equal(samples, bernoulli(p, torch.Generator().manual_seed(5)))
 
 
 @pytest.mark.parametrize("persistent", [False, True])
@@ -149,7 +167,7 @@ def test_cd_training_raises_the_exact_log_likelihood_of_the_data(persistent):
     assert before == pytest.approx(-8 * math.log(2), abs=0.05)
     chain = torch.bernoulli(data) if persistent else None
     for _ in range(300):
-        grads, chain_next, _ = rbm.cd_gradients(data, 1, chain)
+        grads, chain_next, *_ = rbm.cd_gradients(data, 1, chain)
         chain = chain_next if persistent else None
         for name, param in rbm.named_parameters():
             param.grad = grads[name]

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from aerun.models.rbm import bernoulli
+
 PAPER_SEGMENTS = ((0.5, 500), (0.9, 4_000), (1.0, 10_000))  # (end, steps): 14,500 temperatures
 MAX_ENUMERATED_UNITS = 20
 
@@ -76,7 +78,7 @@ def ais_log_partition(rbm, n_chains: int = 100, betas: int | torch.Tensor = 14_5
     schedule = _schedule(betas, weight.device).tolist()
     b_a = torch.zeros_like(b) if base_visible_bias is None else base_visible_bias.to(weight.device, torch.float64)
     log_z_a = F.softplus(b_a).sum().item() + weight.shape[0] * math.log(2)
-    v = torch.bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)  # [M, V] ~ p_0
+    v = bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)  # [M, V] ~ p_0
     log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
     db = b - b_a
     for k in range(1, len(schedule)):
@@ -84,8 +86,8 @@ def ais_log_partition(rbm, n_chains: int = 100, betas: int | torch.Tensor = 14_5
         x = F.linear(v, weight, c)  # [M, H]
         log_w += (beta - beta_prev) * (v @ db) + (F.softplus(beta * x) - F.softplus(beta_prev * x)).sum(1)
         if k < len(schedule) - 1:  # T_k: a Gibbs step leaving p_k invariant
-            h = torch.bernoulli(torch.sigmoid(beta * x), generator=generator)
-            v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ weight + b)), generator=generator)
+            h = bernoulli(torch.sigmoid(beta * x), generator=generator)
+            v = bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ weight + b)), generator=generator)
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(n_chains)
     ratios = torch.exp(log_w - log_w.max())
     std_error = (ratios.std() / (ratios.mean() * math.sqrt(n_chains))).item() if n_chains > 1 else math.inf

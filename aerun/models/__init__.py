@@ -3,7 +3,8 @@
 from aerun.models.base import AEOutput, Autoencoder, Batch, interpolate_codes
 from aerun.models.conv import ConvAutoencoder, ConvVAE
 from aerun.models.mlp import VAE, MLPAutoencoder
-from aerun.models.rbm import DBN, RBM
+from aerun.models.dbn import DBN
+from aerun.models.rbm import RBM
 from aerun.models.sequence import SequenceAutoencoder, SequenceVAE
 from aerun.models.stacked import StackedAutoencoder
 from aerun.models.svae import SVAE

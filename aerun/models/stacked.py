@@ -22,6 +22,7 @@ from torch import nn
 from aerun import losses
 from aerun.models.base import Autoencoder, Batch, Step
 from aerun.models.layers import activation as make_activation
+from aerun.models.rbm import bernoulli
 
 
 class StackedAutoencoder(Autoencoder):
@@ -118,7 +119,7 @@ class StackedAutoencoder(Autoencoder):
         with torch.no_grad():
             v0 = v.float()
             h0 = layer(v0) if linear else torch.sigmoid(layer(v0))
-            h_sample = h0 + torch.randn_like(h0) if linear else torch.bernoulli(h0)
+            h_sample = h0 + torch.randn_like(h0) if linear else bernoulli(h0)
             v1 = torch.sigmoid(F.linear(h_sample, layer.weight.t(), visible_bias))
             h1 = layer(v1) if linear else torch.sigmoid(layer(v1))
             b = v0.shape[0]
@@ -128,6 +129,9 @@ class StackedAutoencoder(Autoencoder):
             visible_bias.grad = -(v0 - v1).mean(0)
             error = (v0 - v1).square().sum(1).mean()
         step.apply_gradients(f"layer{i}")
+        if not self.tied:  # keep the mirror unrolled as the RBM learns, so val reads the stack so far
+            with torch.no_grad():
+                self.decoder_layers[i].weight.copy_(layer.weight.t())
         return {"loss": error, "recon": error}
 
     def unroll_below(self, stage: int) -> None:
