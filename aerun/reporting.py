@@ -109,7 +109,9 @@ class TrainReporter:
         log.info("epoch %d/%d  step %d  train loss %.4f  %s%s", state.epoch, self.max_epochs, step,
                  train.get("loss", math.nan), val_text, "  (best)" if improved else "")
         # the mean image is where training starts: a collapse is news once it outlasts the first epoch
-        self._warn(self.model.epoch_warnings(val) + (collapse_warning(val) if state.epoch >= 2 else []))
+        # (and, for a staged family, once its whole network trains: in pretraining the upper layers are unset)
+        settled = state.epoch >= 2 and self.model.counts_for_best(state.epoch)
+        self._warn(self.model.epoch_warnings(val) + (collapse_warning(val) if settled else []))
 
     def _fixed_codes(self):
         """16 codes from the model's prior, drawn once: decoded every epoch, they show progress.

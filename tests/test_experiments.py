@@ -31,10 +31,11 @@ def test_experiment_trains_under_smoke(trained_run, name):
     from aerun.engine import evaluate
 
     experiment = compose("train", [f"experiment={name}"])
-    pretraining = (len(experiment.model.layers) + 1) * experiment.model.pretrain_epochs \
-        if "pretrain" in experiment.model and experiment.model.pretrain != "none" else 0
-    epochs = 4 + pretraining  # staged families: their pretraining stages, then 4 epochs of the whole
-    run_dir = Path(trained_run(f"experiment={name}", "debug=smoke", f"trainer.max_epochs={epochs}"))
+    staged = "pretrain" in experiment.model and experiment.model.pretrain != "none"
+    pretraining = len(experiment.model.layers) + 1 if staged else 0
+    epochs = 4 + pretraining  # staged families: one epoch per pretraining stage, then 4 epochs of the whole
+    extra = ["model.pretrain_epochs=1"] if staged else []
+    run_dir = Path(trained_run(f"experiment={name}", "debug=smoke", f"trainer.max_epochs={epochs}", *extra))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = runs.load_run(run_dir).config
     assert config["model"]["_target_"] == experiment.model._target_

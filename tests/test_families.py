@@ -6,6 +6,7 @@ label decides the class, the S-VAE's codes live on the sphere)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -390,3 +391,14 @@ def test_finetune_starts_its_classifier_from_a_dbn_and_fine_tunes_its_weights(tr
     images, labels = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8), torch.arange(32) % 10
     train_classifier(classifier, images, labels, steps=3, batch_size=16, lr=1e-2, seed=0, device="cpu")
     assert not torch.equal(dbn.rbms[0].weight, before["rbms.0.weight"])  # gradients reach the DBN's own weights
+
+
+def test_pretraining_stages_do_not_warn_of_a_collapsed_network(trained_run, caplog):
+    """While a staged model pretrains, its upper layers are unset and its output is near the mean
+    image by construction: the collapse warning waits for the whole network to train."""
+    caplog.set_level(logging.INFO)
+    trained_run("model=stacked_ae", "model.layers=[64,32]", "model.latent_dim=8", "model.pretrain=rbm",
+                "model.pretrain_epochs=2", "trainer.max_epochs=8")
+    messages = [r.getMessage() for r in caplog.records]
+    last_pretraining_epoch = next(i for i, m in enumerate(messages) if m.startswith("epoch 6/8"))
+    assert not any("barely depend" in m for m in messages[:last_pretraining_epoch + 1])
