@@ -135,7 +135,8 @@ def deep_ae(bench: Bench) -> str:
     configs.append(("rbm", "false", [f"trainer.max_epochs={DEEP_AE_LONG_EPOCHS}", "optim.scheduler=cosine"]))
     for pretrain, tied, extra in configs:
         name = f"{pretrain}_tied{tied}" + ("_long" if extra else "")
-        run = bench.train(name, "experiment=deep_ae_hinton", f"model.pretrain={pretrain}",
+        stages = ["model.pretrain_epochs=1"] if pretrain == "none" else []  # no stages: their length is refused
+        run = bench.train(name, "experiment=deep_ae_hinton", f"model.pretrain={pretrain}", *stages,
                           f"model.tied_weights={tied}", *extra)
         ev = read_json(bench.command("evaluate", run, "evaluate", "evaluation.json") / "evaluation.json")
         metrics = read_json(run / "metrics.json")

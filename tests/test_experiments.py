@@ -47,3 +47,21 @@ def test_experiment_trains_under_smoke(trained_run, name):
                          dataset.test.labels,
                          recon_loss=metrics["recon_loss"])
     assert metrics["test"]["mse"] < 0.9 * untrained["mse"]
+
+
+@pytest.mark.parametrize("variant", [["model.pretrain=greedy"], ["model.tied_weights=true"],
+                                     ["model.pretrain=none", "model.pretrain_epochs=1"],
+                                     ["trainer.max_epochs=200", "optim.scheduler=cosine"]])
+def test_the_deep_ae_experiments_documented_comparisons_are_accepted(variant, data_root):
+    """The YAML's comment names these runs; each must pass validation as written there."""
+    from aerun.commands.train import validate
+
+    validate(compose("train", ["experiment=deep_ae_hinton", f"data.root={data_root}", *variant]))
+
+
+def test_no_pretraining_with_the_experiments_stage_length_is_refused_in_one_line(data_root):
+    from aerun.commands.train import validate
+    from aerun.errors import UserError
+
+    with pytest.raises(UserError, match="model.pretrain_epochs=10: has no effect with model.pretrain=none"):
+        validate(compose("train", ["experiment=deep_ae_hinton", f"data.root={data_root}", "model.pretrain=none"]))
