@@ -86,9 +86,11 @@ class Bench:
         if run.exists() and (self.force or not (run / "metrics.json").is_file()):
             shutil.rmtree(run)  # an unfinished run from an earlier start: train it again
         smoke = []
-        if self.smoke:  # tiny runs that still pass every stage of a staged model (4 epochs), on any class filter
-            overrides = tuple(o for o in overrides if not o.startswith("trainer.max_epochs="))
-            smoke = ["debug=smoke", "trainer.max_epochs=4", "data.val_size=0.1"]
+        if self.smoke:  # tiny runs that still pass every stage of a staged model, on any class filter
+            overrides = tuple(o for o in overrides if not o.startswith(("trainer.max_epochs=", "model.pretrain_epochs=")))
+            staged = any(o.startswith("model.pretrain=") for o in overrides)  # 4 one-epoch stages, 1 to fine-tune
+            smoke = ["debug=smoke", f"trainer.max_epochs={5 if staged else 4}", "data.val_size=0.1",
+                     *(["model.pretrain_epochs=1"] if staged else [])]
         self.aerun(["train", *overrides, *smoke, "trainer.progress=false", "data.root=$DATA_ROOT",
                     f"hydra.run.dir={self.rel(run)}"], run / "metrics.json")
         return run
