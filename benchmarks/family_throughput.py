@@ -14,6 +14,7 @@ left the CPU quiet; writes benchmarks/family_results.md on a full run.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait", type=float, default=120.0)
     parser.add_argument("--output", type=Path, help="default: benchmarks/family_results.md for a run of every row")
     args = parser.parse_args(argv)
+    args.command_line = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
@@ -112,7 +114,7 @@ def report(results: dict, names: list[str], device, args, load_before: str) -> s
         return (statistics.median(values), spread(values)) if values else (None, "")
 
     lines = ["# Throughput of every model family (written by `benchmarks/family_throughput.py`)", "",
-             f"- command: `python benchmarks/family_throughput.py --repeats {args.repeats} --steps {args.steps}`",
+             f"- command: `python benchmarks/family_throughput.py {args.command_line}`",
              f"- date: {time.strftime('%Y-%m-%d %H:%M')}; {hardware_line(device)}; torch {torch.__version__}",
              f"- load before: {load_before}; after: {load_line()}", "",
              "images/s at batch 128 (fp32, channels_last where it applies): median of the quiet repeats, ± half "
