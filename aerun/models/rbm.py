@@ -120,7 +120,7 @@ class BernoulliRBM(nn.Module):
     # -- learning ------------------------------------------------------------------------
     @torch.no_grad()
     def cd_gradients(self, v_data: torch.Tensor, k: int = 1, persistent_chain: torch.Tensor | None = None,
-                     generator=None) -> "CDEstimate":
+                     generator=None) -> CDEstimate:
         """CD-k (the chain starts at the data) or PCD-k (it continues from `persistent_chain` [N, V]).
 
         Hidden statistics use probabilities, not samples (less noise, same expectation). The

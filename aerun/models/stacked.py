@@ -22,7 +22,7 @@ from torch import nn
 from aerun import losses
 from aerun.models.base import Autoencoder, Batch, Step
 from aerun.models.layers import activation as make_activation
-from aerun.models.rbm import bernoulli
+from aerun.models.rbm import BernoulliRBM, bernoulli
 
 
 class StackedAutoencoder(Autoencoder):
@@ -122,11 +122,10 @@ class StackedAutoencoder(Autoencoder):
             h_sample = h0 + torch.randn_like(h0) if linear else bernoulli(h0)
             v1 = torch.sigmoid(F.linear(h_sample, layer.weight.t(), visible_bias))
             h1 = layer(v1) if linear else torch.sigmoid(layer(v1))
-            b = v0.shape[0]
             # the negative log-likelihood gradient estimate, so the optimizer's step climbs the likelihood
-            layer.weight.grad = -(h0.t() @ v0 - h1.t() @ v1) / b
-            layer.bias.grad = -(h0 - h1).mean(0)
-            visible_bias.grad = -(v0 - v1).mean(0)
+            grads = BernoulliRBM.gradients(v0, h0, v1, h1)
+            layer.weight.grad, layer.bias.grad = grads["weight"], grads["hidden_bias"]
+            visible_bias.grad = grads["visible_bias"]
             error = (v0 - v1).square().sum(1).mean()
         step.apply_gradients(f"layer{i}")
         if not self.tied:  # keep the mirror unrolled as the RBM learns, so val reads the stack so far
