@@ -212,12 +212,14 @@ OLD_SCHEDULERS = {  # aerun-checkpoint-v1's optim.scheduler names and the keys t
              "step_size": ("step_size_epochs", 10), "gamma": ("gamma", 0.1)},
 }
 VARIATIONAL_TARGETS = ("aerun.models.VAE", "aerun.models.ConvVAE")
+CD_TARGETS = ("aerun.models.RBM", "aerun.models.DBN")
 
 
 def upgrade_config(config: dict) -> dict:
     """A run config as this version writes it. Runs trained before the optimizer became a
     `_target_` (aerun-checkpoint-v1) named it `optim.name` with flat scheduler keys, carried
-    the test-only trainer.kill_at_step, and stored an unused model.sparsity for VAEs."""
+    the test-only trainer.kill_at_step, and stored an unused model.sparsity for VAEs; RBMs and
+    DBNs trained before model.reconstruction sampled the negative phase's visible state."""
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     optim = config.get("optim") or {}
     if "name" in optim and "_target_" not in optim:
@@ -234,6 +236,9 @@ def upgrade_config(config: dict) -> dict:
         config["optim"] = optim
     trainer = config.get("trainer") or {}
     trainer.pop("kill_at_step", None)
+    model = config.get("model") or {}
+    if model.get("_target_") in CD_TARGETS:  # before model.reconstruction, CD sampled the last visible state
+        model.setdefault("reconstruction", "auto" if model.get("persistent") else "binary")  # auto: PCD samples
     _fill_new_keys(config)
     model = config.get("model") or {}
     if model.get("_target_") in VARIATIONAL_TARGETS:

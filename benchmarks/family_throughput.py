@@ -6,8 +6,9 @@ Rows (b) and (c) are `benchmarks/train_throughput.py`'s: (b) the engine exactly 
 runs it (batches sliced from uint8 data on the device, the accumulator, log points), on a
 silent rank; (c) the family's own `training_step` (several optimizers for the VAE-GAN, CD for
 the RBM) or forward/loss/backward/step, on preloaded float batches through a bare StepContext.
-(b)/(c) is the loop's overhead for that family (goal: >= 0.9). A last table puts an RBM epoch
-beside a same-size MLP AE's (784-500-784). Medians of repeats taken while other processes
+(b)/(c) is the loop's overhead for that family (goal: >= 0.9). A last line puts an RBM epoch
+beside a same-size MLP AE's (784-500-784): the median, over repeats, of the two (b) rows' time
+ratio within a repeat (paired, so a drift in the machine's speed between repeats cancels). Medians of repeats taken while other processes
 left the CPU quiet; writes benchmarks/family_results.md on a full run.
 """
 
@@ -39,6 +40,7 @@ FAMILIES = {
     "seq_ae_lstm": ["model=seq_ae", "model.cell=lstm"],
     "seq_ae_transformer": ["model=seq_ae", "model.cell=transformer"],
     "rbm": ["model=rbm", "optim=sgd", "optim.lr=0.05"],
+    "rbm_binary": ["model=rbm", "model.reconstruction=binary", "optim=sgd", "optim.lr=0.05"],
     "mlp_ae_500": ["model=mlp_ae", "model.hidden=[]", "model.latent_dim=500", "model.output_activation=sigmoid"],
 }
 KINDS = ("b", "c")
@@ -123,11 +125,19 @@ def report(results: dict, names: list[str], device, args, load_before: str) -> s
         (b, sb), (c, sc) = med(f"{name}/default/b"), med(f"{name}/default/c")
         ratio = f"{b / c:.2f}" if b and c else "–"
         lines.append(f"| {name} | {b or 0:,.0f} {sb} | {c or 0:,.0f} {sc} | {ratio} |")
-    rbm, mlp = med("rbm/default/b")[0], med("mlp_ae_500/default/b")[0]
-    if rbm and mlp:
-        lines += ["", "An RBM epoch against a same-size MLP AE epoch (784-500-784, both in aerun's loop): "
-                      f"{mlp / rbm:.2f}x the AE's time per image (RBM {rbm:,.0f} images/s, CD-1; AE {mlp:,.0f})."]
+    comparisons = [f"{paired_time_ratio(results, f'{rbm}/default/b', 'mlp_ae_500/default/b'):.2f}x with "
+                   f"model.reconstruction={kind}" for rbm, kind in (("rbm", "probabilities"), ("rbm_binary", "binary"))
+                   if f"{rbm}/default/b" in results and "mlp_ae_500/default/b" in results]
+    if comparisons:
+        lines += ["", "An RBM epoch (CD-1, 500 hidden units) against a same-size MLP AE epoch (784-500-784), both in "
+                      "aerun's loop, as the RBM's time per image over the AE's (median of the repeats' paired "
+                      f"ratios): {'; '.join(comparisons)}."]
     return "\n".join(lines) + "\n"
+
+
+def paired_time_ratio(results: dict, slow: str, reference: str) -> float:
+    """Median over repeats of (time per image of `slow`) / (that of `reference`) in the same repeat."""
+    return statistics.median(r / s for s, r in zip(results[slow].values, results[reference].values))
 
 
 if __name__ == "__main__":

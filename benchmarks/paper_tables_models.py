@@ -113,17 +113,27 @@ def cvae(bench: Bench) -> str:
 def rbm(bench: Bench) -> str:
     rows = []
     for name, extra, paper in (("CD-1", [], RBM_PAPER["CD-1"]), ("CD-3", ["model.cd_k=3"], RBM_PAPER["CD-3"]),
-                               ("PCD", ["model.persistent=true"], None)):
-        run = bench.train(name.lower().replace("-", ""), "experiment=rbm_mnist", "model.binarize=true", *extra)
+                               ("PCD", ["model.persistent=true"], None),
+                               ("CD-1", ["model.reconstruction=binary"], RBM_PAPER["CD-1"]),
+                               ("PCD", ["model.persistent=true", "model.reconstruction=probabilities"], None)):
+        chosen = next((o.split("=")[1] for o in extra if o.startswith("model.reconstruction=")), None)
+        label = name.lower().replace("-", "") + (f"_{chosen}" if chosen else "")
+        reconstruction = chosen or f"auto ({'binary' if name == 'PCD' else 'probabilities'})"
+        run = bench.train(label, "experiment=rbm_mnist", "model.binarize=true", *extra)
         ev = read_json(bench.command("evaluate", run, "evaluate", "evaluation.json") / "evaluation.json")
         r, metrics = ev["rbm"], read_json(run / "metrics.json")
-        rows.append([name, metrics["epochs"], f"{r['log_likelihood']:.2f}", f"{r['log_z']:.2f} ± {r['log_z_std_error']:.2f}",
-                     "–" if paper is None else f"{paper:.2f}", f"{metrics['train_time_s'] / metrics['epochs']:.1f}"])
-    body = markdown_table(["training", "epochs", "aerun test log-lik. (nats)", "AIS log Z", "paper (nats)",
-                           "s / epoch"], rows)
+        rows.append([name, reconstruction, metrics["epochs"], f"{r['log_likelihood']:.2f}",
+                     f"{r['log_z']:.2f} ± {r['log_z_std_error']:.2f}", "–" if paper is None else f"{paper:.2f}",
+                     f"{metrics['train_time_s'] / metrics['epochs']:.1f}"])
+    body = markdown_table(["training", "model.reconstruction", "epochs", "aerun test log-lik. (nats)", "AIS log Z",
+                           "paper (nats)", "s / epoch"], rows)
     notes = ("500 hidden units, SGD lr 0.05 with momentum 0.5 and weight decay 2e-4, batch 100, each batch "
              "binarised afresh (model.binarize=true); log Z by AIS with 100 chains and 14,500 temperatures from "
-             "the data's base-rate model; the test images binarised once. Paper: Salakhutdinov & Murray 2008, "
+             "the data's base-rate model; the test images binarised once. model.reconstruction is the negative "
+             "phase's last visible state: p(v | h) (as in Hinton's practical guide and rbm.m) or a binary sample "
+             "of it (the textbook Gibbs step); the default, auto, is the better of the two for each algorithm "
+             "here. s / epoch: one run each, at different times, on a 2-core machine whose speed drifts by up to "
+             "20% over minutes; the paired speed comparison is benchmarks/rbm_vs_mlp.md. Paper: Salakhutdinov & Murray 2008, "
              "CD-1(500) and CD-3(500) on binarised MNIST, trained far longer than here; their CD-25(500) reaches "
              f"{RBM_PAPER['CD-25']:.2f}.")
     return section(bench, "RBM: AIS test log-likelihood (Salakhutdinov & Murray 2008)", body, notes)

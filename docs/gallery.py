@@ -609,7 +609,24 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def write_markdown(g: Gallery, rows: list[dict], data_root_shown: str, total_wall: float) -> Path:
+def earlier_rows(path: Path, names) -> dict[str, str]:
+    """The table lines of `path` (an earlier gallery.md) for experiments in `names`: the rows a
+    run with --only keeps when this checkout has no cached result for them (a fresh clone)."""
+    if not path.is_file():
+        return {}
+    lines = {}
+    for line in path.read_text().splitlines():
+        for name in names:
+            if line.startswith(f"| `{name}` |"):
+                lines[name] = line
+    return lines
+
+
+def write_markdown(g: Gallery, rows: list[dict], data_root_shown: str, total_wall: float,
+                   kept: dict[str, str] | None = None) -> Path:
+    """gallery.md from the rows run or cached here, in EXPERIMENTS order, with `kept` lines (an
+    earlier table's) for the experiments that have neither."""
+    kept = kept or {}
     load = os.getloadavg()
     threads = sorted({t.get("threads", "default") for t in g.timings.values()} - {"default"})
     threads = ", ".join(threads)
@@ -630,7 +647,14 @@ def write_markdown(g: Gallery, rows: list[dict], data_root_shown: str, total_wal
         "| experiment | figure | commands | results (test split) | epochs | time |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    fresh = {r["name"]: r for r in rows}
+    for name in EXPERIMENTS:
+        if name in kept and name not in fresh:
+            lines.append(kept[name])
+            continue
+        if name not in fresh:
+            continue
+        r = fresh[name]
         fig = (f'<a href="figures/{r["figure"]}"><img src="figures/{r["figure"]}" width="320"></a>'
                if r.get("figure") else "–")
         commands = _cell([f"`{c}`" for c in r["commands"]])
@@ -644,8 +668,10 @@ def write_markdown(g: Gallery, rows: list[dict], data_root_shown: str, total_wal
                      f"| {time_cell} |")
     total_rows = sum(r["wall_s"] for r in rows)
     lines += ["",
-              f"Total: {_minutes(total_rows)} of wall time over the rows (load average {load[0]:.1f} when this "
-              f"table was written). Run dirs are under `{g.rel(g.out)}/`; "
+              f"Total: {_minutes(total_rows)} of wall time over the rows"
+              + (f" run here ({len(kept)} rows kept from an earlier table, with the times and thread settings "
+                 "measured then)" if kept else "")
+              + f" (load average {load[0]:.1f} when this table was written). Run dirs are under `{g.rel(g.out)}/`; "
               f"`make gallery` re-runs only what is missing (`python docs/gallery.py --force` redoes everything).",
               "",
               "Notes: the conv AE / PCA figures show the first 12 test images, the run's reconstructions and the PCA "
@@ -711,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         (cache / f"{name}.json").write_text(json.dumps(row.__dict__, indent=1))
         log.info("[%s] %s in %s", name, row.status, _minutes(row.wall_s))
     rows = [read_json(cache / f"{n}.json") for n in EXPERIMENTS if (cache / f"{n}.json").is_file()]
-    path = write_markdown(g, rows, shown_root, time.time() - started)
+    kept = earlier_rows(docs / "gallery.md", set(EXPERIMENTS) - {r["name"] for r in rows})
+    path = write_markdown(g, rows, shown_root, time.time() - started, kept)
     log.info("wrote %s (%d rows) in %s%s", path, len(rows), _minutes(time.time() - started),
              f"; failed: {', '.join(failed)}" if failed else "")
     return 1 if failed else 0

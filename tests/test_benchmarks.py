@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -39,14 +40,23 @@ def test_cpu_options_benchmark_prints_both_rows():
 def test_family_throughput_measures_b_and_c_for_families_with_their_own_step(data_root, tmp_path):
     out = tmp_path / "families.md"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "family_throughput.py"), "--root", str(data_root),
-                           "--rows", "vaegan,rbm,mlp_ae_500", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                           "--rows", "vaegan,rbm,rbm_binary,mlp_ae_500", "--steps", "2", "--warmup", "1", "--repeats", "2",
                            "--max-wait", "0", "--output", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {line.split("|")[1].strip(): line for line in out.read_text().splitlines() if line.startswith("| ")}
-    for family in ("vaegan", "rbm", "mlp_ae_500"):
+    for family in ("vaegan", "rbm", "rbm_binary", "mlp_ae_500"):
         cells = [c.strip() for c in rows[family].strip("|").split("|")]
         assert float(cells[1].split()[0].replace(",", "")) > 0 and float(cells[3]) > 0, rows[family]
-    assert "An RBM epoch against a same-size MLP AE epoch" in out.read_text()
+    ratios = re.findall(r"(\d+\.\d+)x with model.reconstruction=(\w+)", out.read_text())
+    assert [kind for _, kind in ratios] == ["probabilities", "binary"] and all(float(r) > 0 for r, _ in ratios)
+
+
+def test_the_rbm_and_ae_time_ratio_pairs_the_repeats():
+    from benchmarks.family_throughput import paired_time_ratio
+    from benchmarks.train_throughput import Measurements
+
+    rbm, ae = Measurements([100.0, 50.0, 90.0]), Measurements([200.0, 100.0, 90.0])  # images/s per repeat
+    assert paired_time_ratio({"rbm": rbm, "ae": ae}, "rbm", "ae") == 2.0  # unpaired medians would say 100/90
 
 
 @pytest.mark.slow

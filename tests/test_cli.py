@@ -138,6 +138,7 @@ BAD_INPUTS = [
     (["+foo=1"], "foo: unknown key"),
     (["+experiment=cnn_mnist"], "write experiment=cnn_mnist"),
     (["trainer.train_eval_size=-5"], "trainer.train_eval_size"),
+    (["model=rbm", "model.reconstruction=samples"], "expected one of [auto, probabilities, binary]"),
 ]
 
 

@@ -58,3 +58,18 @@ def test_a_v1_run_resumes_to_the_metrics_the_old_code_reached(legacy_run, tmp_pa
     import torch
 
     assert torch.load(legacy_run / "last.pt", weights_only=True)["format"] == "aerun-checkpoint-v2"
+
+
+def test_an_rbm_run_from_before_model_reconstruction_keeps_its_binary_negative_phase():
+    """Those runs sampled the negative phase's visible state: resuming one must not switch it to
+    today's default (probabilities) unnoticed."""
+    from aerun.runs import upgrade_config
+
+    for target in ("aerun.models.RBM", "aerun.models.DBN"):
+        old = {"model": {"_target_": target, "cd_k": 1, "persistent": False, "binarize": False}}
+        assert upgrade_config(old)["model"]["reconstruction"] == "binary"
+        pcd = {"model": {**old["model"], "persistent": True}}
+        assert upgrade_config(pcd)["model"]["reconstruction"] == "auto"  # which samples, as PCD always did
+        today = {"model": {**old["model"], "reconstruction": "auto"}}
+        assert upgrade_config(today)["model"]["reconstruction"] == "auto"
+    assert "reconstruction" not in upgrade_config({"model": {"_target_": "aerun.models.MLPAutoencoder"}})["model"]

@@ -65,3 +65,24 @@ def test_no_pretraining_with_the_experiments_stage_length_is_refused_in_one_line
 
     with pytest.raises(UserError, match="model.pretrain_epochs=10: has no effect with model.pretrain=none"):
         validate(compose("train", ["experiment=deep_ae_hinton", f"data.root={data_root}", "model.pretrain=none"]))
+
+
+def test_a_gallery_run_with_only_keeps_the_rows_it_has_no_results_for(tmp_path):
+    """On a fresh clone (no cached rows), `docs/gallery.py --only NAME` rewrites NAME's row and
+    keeps every other row of the committed table instead of dropping it."""
+    import sys
+    from dataclasses import asdict
+
+    sys.path.insert(0, str(REPO / "docs"))
+    import gallery
+
+    first, second, third = gallery.EXPERIMENTS[:3]
+    earlier = tmp_path / "gallery.md"
+    earlier.write_text(f"| experiment | figure |\n|---|---|\n| `{first}` | old first |\n| `{third}` | old third |\n")
+    g = gallery.Gallery(tmp_path, False, False, tmp_path / "out", tmp_path)
+    fresh = gallery.Row(second, commands=["aerun train"], numbers=["new"], epochs="1")
+    kept = gallery.earlier_rows(earlier, set(gallery.EXPERIMENTS) - {second})
+    text = gallery.write_markdown(g, [asdict(fresh)], "data", 1.0, kept).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[0] == f"| `{first}` | old first |" and rows[2] == f"| `{third}` | old third |"
+    assert rows[1].startswith(f"| `{second}` |") and "new" in rows[1] and "2 rows kept from an earlier table" in text

@@ -64,7 +64,8 @@ def _changed(key: str, value):
     if key == "optim.scheduler.interval":
         return "step" if value == "epoch" else "epoch"
     choices = {"model.cell": {"lstm": "gru"}, "model.network": {"mlp": "conv"}, "model.pretrain": {"none": "greedy"},
-               "model.downsample": {"stride": "maxpool"}, "model.upsample": {"transpose": "nearest"}}
+               "model.downsample": {"stride": "maxpool"}, "model.upsample": {"transpose": "nearest"},
+               "model.reconstruction": {"auto": "binary"}}
     if key in choices:
         return choices[key].get(value, next(iter(choices[key])))
     if key in special:

@@ -207,6 +207,12 @@ CD_REFUSES = {  # what RBMs and DBNs cannot honour: contrastive divergence write
 }
 
 
+class CDReconstruction(Enum):
+    auto = "auto"  # probabilities for CD, binary for persistent CD (each measured the better: benchmarks/paper_tables)
+    probabilities = "probabilities"  # p(v | h) itself (Hinton's practical guide, section 3.3; his rbm.m)
+    binary = "binary"  # a binary sample of p(v | h): the textbook Gibbs step (Tieleman's PCD)
+
+
 @dataclass
 class RBMConfig(ModelConfig):
     REFUSES: ClassVar[dict] = CD_REFUSES
@@ -216,6 +222,7 @@ class RBMConfig(ModelConfig):
     cd_k: int = 1  # Gibbs steps of the negative phase (CD-k)
     persistent: bool = False  # persistent CD: the negative chains carry on from batch to batch
     binarize: bool = False  # sample binary images from the grey levels afresh each batch
+    reconstruction: CDReconstruction = CDReconstruction.auto  # the negative phase's last visible state
 
 
 @dataclass
@@ -228,6 +235,7 @@ class DBNConfig(ModelConfig):
     epochs_per_layer: int = 10  # layer i trains for epochs [i, i + 1) x this; the top one after that
     persistent: bool = False
     binarize: bool = False
+    reconstruction: CDReconstruction = CDReconstruction.auto
 
 
 MODEL_SCHEMAS = {

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from aerun.models.base import Autoencoder, Batch, Step, reconstruction_sums
-from aerun.models.rbm import BernoulliRBM, contrastive_divergence_step, random_visible, rbm_param_groups, \
-    weights_as_images
+from aerun.models.rbm import TRAIN_MONITOR_ROWS, BernoulliRBM, contrastive_divergence_step, \
+    mean_field_reconstruction, random_visible, rbm_param_groups, weights_as_images
 
 
 def stage_at(progress: float, epochs_per_layer: int, n_layers: int) -> int:
@@ -24,7 +24,8 @@ class DBN(Autoencoder):
     every stage once). Layer i learns from the mean-field probabilities of the layers below
     (binarize=True samples its input from them afresh per batch). Only layer i's optimizer
     (`layer{i}`) steps. `loss` is the whole stack's mean-field reconstruction error in pixel
-    space, so val loss is comparable across stages and best.pt favours a trained stack."""
+    space, so val loss is comparable across stages and best.pt favours a trained stack (the
+    train loss measures it on each batch's first TRAIN_MONITOR_ROWS images, as the RBM does)."""
 
     has_prior = True
     supports_ddp = False
@@ -33,7 +34,8 @@ class DBN(Autoencoder):
     GIBBS_STEPS = 1000
 
     def __init__(self, input_shape, layers=(500, 500, 2000), cd_k: int = 1, epochs_per_layer: int = 10,
-                 persistent: bool = False, binarize: bool = False, latent_dim: int | None = None):
+                 persistent: bool = False, binarize: bool = False, reconstruction: str = "auto",
+                 latent_dim: int | None = None):
         layers = [int(h) for h in layers]
         if not layers or min(layers) < 1:
             raise ValueError(f"layers must be a non-empty list of hidden sizes >= 1, got {layers}")
@@ -45,6 +47,7 @@ class DBN(Autoencoder):
         self.layer_sizes = layers
         self.cd_k, self.epochs_per_layer = int(cd_k), int(epochs_per_layer)
         self.persistent, self.binarize = bool(persistent), bool(binarize)
+        self.mean_field = mean_field_reconstruction(reconstruction, self.persistent)
         sizes = [self.input_dim, *layers]
         self.rbms = nn.ModuleList(BernoulliRBM(v, h) for v, h in zip(sizes[:-1], sizes[1:]))
 
@@ -76,9 +79,10 @@ class DBN(Autoencoder):
         with torch.no_grad():
             v = batch.target.reshape(batch.target.shape[0], -1).float()
             below = self.up(v, i)  # [B, V] -> [B, layer i's visible units]
-            error = (self.reconstruct(batch.target).reshape_as(v) - v).square().sum(1).mean()
+            first = v[:TRAIN_MONITOR_ROWS]  # as the RBM's train loss: a subsample of each batch
+            error = (self.reconstruct(batch.target[:TRAIN_MONITOR_ROWS]).reshape_as(first) - first).square().sum(1).mean()
         terms = contrastive_divergence_step(self.rbms[i], below, self.cd_k, self.persistent, self.binarize, step,
-                                            f"layer{i}")
+                                            f"layer{i}", self.mean_field)
         return {"loss": error, "recon": error, "layer_recon": terms["recon"],
                 "free_energy_gap": terms["free_energy_gap"], "stage": torch.tensor(float(i), device=v.device)}
 

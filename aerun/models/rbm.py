@@ -2,7 +2,12 @@
 
 Visible units are the pixels' grey levels in [0, 1], used as Bernoulli probabilities: the data
 are not binarised unless `binarize=True`, which draws v ~ Bernoulli(pixels) afresh for every
-batch. Nothing is backpropagated: `training_step` computes the CD estimate of the negative
+batch. The negative phase's last visible state is p(v | h) itself (`reconstruction=
+"probabilities"`, as in Hinton's guide, section 3.3, and his rbm.m: less sampling noise, and one
+draw fewer per step) or a binary sample of it ("binary"); "auto" is the first for CD and the
+second for PCD, each the better of the two in benchmarks/paper_tables/rbm.md.
+
+Nothing is backpropagated: `training_step` computes the CD estimate of the negative
 log-likelihood gradient, writes it into `.grad` and calls `step.apply_gradients(name)`, so the
 loop's optimizer, clipping and schedulers do the rest (Hinton 2002; Tieleman 2008 for PCD;
 Hinton 2010, "A practical guide to training RBMs", for the initialisation and the statistics).
@@ -24,9 +29,10 @@ from aerun.models.base import Autoencoder, Batch, Step, reconstruction_sums
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Binary samples of probabilities p (same shape and dtype): u < p for u ~ U[0, 1). On a CPU
-    this is ~3.5x faster than torch.bernoulli, which draws element by element."""
-    return (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
+    """Binary samples of probabilities p (same shape and dtype): u < p for u ~ U[0, 1), compared in
+    place in u's storage. On a CPU this is ~3.5x faster than torch.bernoulli, which draws element
+    by element."""
+    return torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype).lt_(p)
 
 
 def random_visible(n: int, size: int, device, generator=None) -> torch.Tensor:
@@ -36,9 +42,10 @@ def random_visible(n: int, size: int, device, generator=None) -> torch.Tensor:
 
 class CDEstimate(NamedTuple):
     """What one CD/PCD pass measures. grads = <.>_model - <.>_data, the estimate of the gradient
-    of -log p(data), so an optimizer's step descends; negatives [N, V] the chain's binary visible
-    state (PCD's next chain); recon [B, V] the mean-field up-down pass of the data;
-    free_energy_gap (0-dim) = mean F(data) - mean F(negatives)."""
+    of -log p(data), so an optimizer's step descends; negatives [N, V] the chain's last visible
+    state, binary (PCD's next chain) unless `mean_field` CD left it at p(v | h); recon [R, V]
+    the mean-field up-down pass of the data's first R rows (`monitor_rows`); free_energy_gap
+    (0-dim) = mean F(data) - mean F(negatives), over the first R rows of each."""
 
     grads: dict[str, torch.Tensor]
     negatives: torch.Tensor
@@ -120,32 +127,39 @@ class BernoulliRBM(nn.Module):
     # -- learning ------------------------------------------------------------------------
     @torch.no_grad()
     def cd_gradients(self, v_data: torch.Tensor, k: int = 1, persistent_chain: torch.Tensor | None = None,
-                     generator=None) -> CDEstimate:
+                     generator=None, monitor_rows: int | None = None, mean_field: bool = False) -> CDEstimate:
         """CD-k (the chain starts at the data) or PCD-k (it continues from `persistent_chain` [N, V]).
 
-        Hidden statistics use probabilities, not samples (less noise, same expectation). The
-        free energies reuse the phases' hidden logits, so the gap costs no extra pass.
+        Hidden statistics use probabilities, not samples (less noise, same expectation); so does
+        the last visible state if `mean_field` (PCD's chain then carries on from a sample of it).
+        The free energies reuse the phases' hidden logits, so the gap costs no extra product.
+        The reconstruction and the gap, which CD does not need, are measured on the first
+        `monitor_rows` rows (all if None).
         """
         logits_data = self.hidden_logits(v_data)  # [B, H]
         h_data = torch.sigmoid(logits_data)
-        recon = self.visible_probs(h_data)  # [B, V]
-        h = bernoulli(h_data, generator) if persistent_chain is None else self.sample_hidden(persistent_chain, generator)
+        rows = slice(monitor_rows)
+        recon = self.visible_probs(h_data[rows])  # [R, V]
+        chain = persistent_chain
+        h = bernoulli(h_data, generator) if chain is None else self.sample_hidden(chain, generator)
         for step in range(k):
-            v_model = self.sample_visible(h, generator)  # [N, V]
+            v_probs = self.visible_probs(h)  # [N, V]
+            v_model = v_probs if mean_field and step == k - 1 else bernoulli(v_probs, generator)
             logits_model = self.hidden_logits(v_model)  # [N, H]
             h_model = torch.sigmoid(logits_model)
             if step < k - 1:
                 h = bernoulli(h_model, generator)
-        gap = self.free_energy_from_logits(v_data, logits_data).mean() - \
-            self.free_energy_from_logits(v_model, logits_model).mean()
-        return CDEstimate(self.gradients(v_data, h_data, v_model, h_model), v_model, recon, gap)
+        gap = self.free_energy_from_logits(v_data[rows], logits_data[rows]).mean() - \
+            self.free_energy_from_logits(v_model[rows], logits_model[rows]).mean()
+        negatives = bernoulli(v_model, generator) if mean_field and chain is not None else v_model
+        return CDEstimate(self.gradients(v_data, h_data, v_model, h_model), negatives, recon, gap)
 
     @staticmethod
     def gradients(v_data, h_data, v_model, h_model) -> dict[str, torch.Tensor]:
         """<.>_model - <.>_data from the two phases' visible states [B, V], [N, V] and hidden
-        probabilities [B, H], [N, H]; the weight's in one fused multiply-add."""
+        probabilities [B, H], [N, H]; the weight's in one product and one in-place multiply-add."""
         n, m = v_data.shape[0], v_model.shape[0]
-        weight = torch.addmm(h_model.t() @ v_model, h_data.t(), v_data, beta=1 / m, alpha=-1 / n)  # [H, V]
+        weight = (h_model.t() @ v_model).addmm_(h_data.t(), v_data, beta=1 / m, alpha=-1 / n)  # [H, V]
         return {"weight": weight, "visible_bias": v_model.mean(0) - v_data.mean(0),
                 "hidden_bias": h_model.mean(0) - h_data.mean(0)}
 
@@ -157,36 +171,59 @@ class BernoulliRBM(nn.Module):
 
     # -- measurements [B, V] -> [B] -------------------------------------------------------
     @torch.no_grad()
-    def pseudo_log_likelihood(self, v: torch.Tensor, generator=None) -> torch.Tensor:
+    def pseudo_log_likelihood(self, v: torch.Tensor, generator=None,
+                              logits: torch.Tensor | None = None) -> torch.Tensor:
         """V log sigmoid(F(v') - F(v)), v' = v with one random unit flipped (v_i -> 1 - v_i): the
-        usual one-sample estimate of sum_i log p(v_i | v_-i), exact in expectation for binary v."""
+        usual one-sample estimate of sum_i log p(v_i | v_-i), exact in expectation for binary v.
+        v's hidden logits [B, H] may be given; v' differs in one unit, so its logits are those
+        plus one weight column, and the estimate costs no matrix product of its own."""
         rows = torch.arange(v.shape[0], device=v.device)
         cols = torch.randint(v.shape[1], (v.shape[0],), device=v.device, generator=generator)
-        flipped = v.clone()
-        flipped[rows, cols] = 1 - flipped[rows, cols]
-        return -v.shape[1] * F.softplus(self.free_energy(v) - self.free_energy(flipped))
+        logits = self.hidden_logits(v) if logits is None else logits
+        delta = 1 - 2 * v[rows, cols]  # [B]: v'_i - v_i
+        flipped_logits = logits + delta[:, None] * self.weight.t()[cols]  # [B, H]
+        gap = delta * self.visible_bias[cols] + F.softplus(flipped_logits).sum(1) - F.softplus(logits).sum(1)
+        return -v.shape[1] * F.softplus(gap)  # gap = F(v) - F(v')
 
     def reconstruction_error(self, v: torch.Tensor) -> torch.Tensor:
         """Squared error of one mean-field up-down pass, summed over the pixels."""
         return (self.visible_probs(self.hidden_probs(v)) - v).square().sum(1)
 
 
+# Rows of each training batch that the logged train terms (the mean-field reconstruction error,
+# which is the train loss, and the free-energy gap) are measured on. CD needs neither: on the whole
+# batch they would cost one more [B, H] x [H, V] product and two softplus passes per step, over a
+# fifth of it. Batches are shuffled, so these rows' mean is an unbiased estimate of the batch's,
+# and an epoch's train loss still averages thousands of images.
+TRAIN_MONITOR_ROWS = 16
+
+
 @torch.no_grad()
 def contrastive_divergence_step(rbm: BernoulliRBM, v: torch.Tensor, k: int, persistent: bool, binarize: bool,
-                                step, name: str) -> dict[str, torch.Tensor]:
+                                step, name: str, mean_field: bool) -> dict[str, torch.Tensor]:
     """One CD/PCD update of `rbm` on data v [B, V] through optimizer `name`; returns the terms
-    (0-dim) measured before the update: recon (mean-field error per image, against the grey
-    levels) and free_energy_gap = mean F(data) - mean F(negatives)."""
+    (0-dim) measured before the update on the batch's first TRAIN_MONITOR_ROWS images: recon
+    (mean-field error per image, against the grey levels) and free_energy_gap = mean F(data) -
+    mean F(negatives); `mean_field` as in `BernoulliRBM.cd_gradients`."""
     sample = bernoulli(v) if binarize else v
     chain = rbm.fantasy_particles(sample) if persistent else None
-    estimate = rbm.cd_gradients(sample, k, chain)
+    estimate = rbm.cd_gradients(sample, k, chain, monitor_rows=TRAIN_MONITOR_ROWS, mean_field=mean_field)
     if persistent:
         rbm.chain.copy_(estimate.negatives)
-    error = (estimate.recon - v).square().sum(1).mean()
+    error = (estimate.recon - v[:TRAIN_MONITOR_ROWS]).square().sum(1).mean()
     for param_name, param in rbm.named_parameters():
         param.grad = estimate.grads[param_name].to(param.dtype)
     step.apply_gradients(name)
     return {"loss": error, "recon": error, "free_energy_gap": estimate.free_energy_gap}
+
+
+def mean_field_reconstruction(reconstruction, persistent: bool) -> bool:
+    """model.reconstruction (an enum or its name) -> whether CD keeps the last visible state at
+    p(v | h); auto: yes for CD, no for PCD."""
+    name = getattr(reconstruction, "value", reconstruction)
+    if name not in ("auto", "probabilities", "binary"):
+        raise ValueError(f"reconstruction must be auto, probabilities or binary, got {reconstruction!r}")
+    return name == "probabilities" or (name == "auto" and not persistent)
 
 
 def rbm_param_groups(rbm: BernoulliRBM) -> list[dict]:
@@ -209,7 +246,7 @@ class RBM(Autoencoder):
     GAP_WARNING_NATS_PER_UNIT = 0.5
 
     def __init__(self, input_shape, hidden_units: int = 500, cd_k: int = 1, persistent: bool = False,
-                 binarize: bool = False, latent_dim: int | None = None):
+                 binarize: bool = False, reconstruction: str = "auto", latent_dim: int | None = None):
         if latent_dim is not None and int(latent_dim) != int(hidden_units):
             raise ValueError(f"latent_dim ({latent_dim}) must equal hidden_units ({hidden_units}): "
                              f"the code is the hidden layer")
@@ -217,6 +254,7 @@ class RBM(Autoencoder):
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
         super().__init__(input_shape, int(hidden_units), output_activation="sigmoid")
         self.cd_k, self.persistent, self.binarize = int(cd_k), bool(persistent), bool(binarize)
+        self.mean_field = mean_field_reconstruction(reconstruction, self.persistent)
         self.rbm = BernoulliRBM(self.input_dim, int(hidden_units))
 
     def flat(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +271,7 @@ class RBM(Autoencoder):
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         return contrastive_divergence_step(self.rbm, self.flat(batch.target), self.cd_k, self.persistent,
-                                           self.binarize, step, "model")
+                                           self.binarize, step, "model", self.mean_field)
 
     @torch.no_grad()
     def eval_metrics(self, batch: Batch, recon_loss: str, autocast) -> dict[str, torch.Tensor]:
@@ -241,12 +279,15 @@ class RBM(Autoencoder):
         loss = recon (mean-field squared error per image), mse/bce/psnr of that reconstruction,
         free_energy, pseudo_log_likelihood, and free_energy_gap (F(data) - F(one Gibbs step))."""
         v = self.flat(batch.target)
-        recon = self.decode(self.encode(batch.inputs))  # [B, C, H, W] probabilities
+        logits = self.rbm.hidden_logits(v)  # [B, H]: shared by all but the input's reconstruction
+        h = torch.sigmoid(logits) if batch.inputs is batch.target else self.encode(batch.inputs)
+        recon = self.decode(h)  # [B, C, H, W] probabilities
         error = (recon.reshape_as(v) - v).square().sum(1).sum()
-        one_step, _ = self.rbm.gibbs(v, 1)
-        free_energy = self.rbm.free_energy(v)
+        one_step = self.rbm.sample_visible(bernoulli(torch.sigmoid(logits)))  # one Gibbs step from the data
+        free_energy = self.rbm.free_energy_from_logits(v, logits)
+        pseudo_log_likelihood = self.rbm.pseudo_log_likelihood(v, logits=logits)
         sums = {"loss": error, "recon": error, **reconstruction_sums(recon, batch.target),
-                "free_energy": free_energy.sum(), "pseudo_log_likelihood": self.rbm.pseudo_log_likelihood(v).sum(),
+                "free_energy": free_energy.sum(), "pseudo_log_likelihood": pseudo_log_likelihood.sum(),
                 "free_energy_gap": (free_energy - self.rbm.free_energy(one_step)).sum()}
         return sums
 
