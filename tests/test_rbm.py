@@ -419,3 +419,13 @@ def test_dbn_shapes_samples_and_classifier_layout():
     assert torch.allclose(model.classifier_trunk()(x), z)
     sums = model.eval_metrics(Batch(x, x, None), "mse", None)
     assert {"loss", "mse", "bce", "psnr", "layer0_recon", "layer2_recon"} <= set(sums)
+
+
+def test_dbn_train_loss_is_the_stacks_error_on_the_batchs_first_rows():
+    torch.manual_seed(0)
+    model = DBN((1, 6, 6), layers=[16, 8], epochs_per_layer=1)
+    images = torch.rand(40, 1, 6, 6)
+    first = images[:TRAIN_MONITOR_ROWS]
+    expected = (model.reconstruct(first) - first).square().flatten(1).sum(1).mean().item()  # before the update
+    terms = model.training_step(Batch(images, images, None), FakeStep(sgd(model), progress=1.5))
+    assert terms["stage"].item() == 1 and terms["loss"].item() == pytest.approx(expected, rel=1e-5)
