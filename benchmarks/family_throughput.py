@@ -8,8 +8,9 @@ silent rank; (c) the family's own `training_step` (several optimizers for the VA
 the RBM) or forward/loss/backward/step, on preloaded float batches through a bare StepContext.
 (b)/(c) is the loop's overhead for that family (goal: >= 0.9). A last line puts an RBM epoch
 beside a same-size MLP AE's (784-500-784): the median, over repeats, of the two (b) rows' time
-ratio within a repeat (paired, so a drift in the machine's speed between repeats cancels). Medians of repeats taken while other processes
-left the CPU quiet; writes benchmarks/family_results.md on a full run.
+ratio within a repeat (paired, so a drift in the machine's speed between repeats cancels).
+Medians of repeats taken while other processes left the CPU quiet; writes
+benchmarks/family_results.md on a full run.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ def report(results: dict, names: list[str], device, args, load_before: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def paired_time_ratio(results: dict, slow: str, reference: str) -> float:
-    """Median over repeats of (time per image of `slow`) / (that of `reference`) in the same repeat."""
-    return statistics.median(r / s for s, r in zip(results[slow].values, results[reference].values))
+def paired_time_ratio(results: dict, row: str, reference: str) -> float:
+    """Median over repeats of (time per image of `row`) / (that of `reference`) in the same repeat."""
+    return statistics.median(r / s for s, r in zip(results[row].values, results[reference].values))
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ CD_REFUSES = {  # what RBMs and DBNs cannot honour: contrastive divergence write
 
 
 class CDReconstruction(Enum):
-    auto = "auto"  # probabilities for CD, binary for persistent CD (each measured the better: benchmarks/paper_tables)
+    auto = "auto"  # probabilities for CD, binary for PCD (each the better: benchmarks/paper_tables/rbm.md)
     probabilities = "probabilities"  # p(v | h) itself (Hinton's practical guide, section 3.3; his rbm.m)
     binary = "binary"  # a binary sample of p(v | h): the textbook Gibbs step (Tieleman's PCD)
 

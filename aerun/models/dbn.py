@@ -80,7 +80,8 @@ class DBN(Autoencoder):
             v = batch.target.reshape(batch.target.shape[0], -1).float()
             below = self.up(v, i)  # [B, V] -> [B, layer i's visible units]
             first = v[:TRAIN_MONITOR_ROWS]  # as the RBM's train loss: a subsample of each batch
-            error = (self.reconstruct(batch.target[:TRAIN_MONITOR_ROWS]).reshape_as(first) - first).square().sum(1).mean()
+            recon = self.reconstruct(batch.target[:TRAIN_MONITOR_ROWS]).reshape_as(first)
+            error = (recon - first).square().sum(1).mean()
         terms = contrastive_divergence_step(self.rbms[i], below, self.cd_k, self.persistent, self.binarize, step,
                                             f"layer{i}", self.mean_field)
         return {"loss": error, "recon": error, "layer_recon": terms["recon"],

@@ -140,7 +140,7 @@ class BernoulliRBM(nn.Module):
         h_data = torch.sigmoid(logits_data)
         rows = slice(monitor_rows)
         recon = self.visible_probs(h_data[rows])  # [R, V]
-        chain = persistent_chain
+        chain = persistent_chain  # [N, V] or None
         h = bernoulli(h_data, generator) if chain is None else self.sample_hidden(chain, generator)
         for step in range(k):
             v_probs = self.visible_probs(h)  # [N, V]
@@ -279,11 +279,11 @@ class RBM(Autoencoder):
         loss = recon (mean-field squared error per image), mse/bce/psnr of that reconstruction,
         free_energy, pseudo_log_likelihood, and free_energy_gap (F(data) - F(one Gibbs step))."""
         v = self.flat(batch.target)
-        logits = self.rbm.hidden_logits(v)  # [B, H]: shared by all but the input's reconstruction
-        h = torch.sigmoid(logits) if batch.inputs is batch.target else self.encode(batch.inputs)
-        recon = self.decode(h)  # [B, C, H, W] probabilities
+        logits = self.rbm.hidden_logits(v)  # [B, H]: shared by all but a noisy input's reconstruction
+        h_data = torch.sigmoid(logits)
+        recon = self.decode(h_data if batch.inputs is batch.target else self.encode(batch.inputs))  # [B, C, H, W]
         error = (recon.reshape_as(v) - v).square().sum(1).sum()
-        one_step = self.rbm.sample_visible(bernoulli(torch.sigmoid(logits)))  # one Gibbs step from the data
+        one_step = self.rbm.sample_visible(bernoulli(h_data))  # one Gibbs step from the data
         free_energy = self.rbm.free_energy_from_logits(v, logits)
         pseudo_log_likelihood = self.rbm.pseudo_log_likelihood(v, logits=logits)
         sums = {"loss": error, "recon": error, **reconstruction_sums(recon, batch.target),
