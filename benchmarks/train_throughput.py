@@ -9,9 +9,10 @@ In one process, alternating the rows and repeating them, it measures images/s of
       `trainer.log_every_n_steps`, on a process that writes nothing (no TensorBoard, files);
   (c) pure compute: forward, loss, backward and optimizer step on preloaded float batches, a
       different one each step (gathered before the clock starts);
-for cnn_ae and linear_ae on MNIST at batch 128, each in fp32, bf16 autocast, torch.compile,
-bf16 + compile, and (cnn_ae only) channels_last, alone and with each of those; 16-mixed too
-on CUDA. Every row times a fixed number of steps after its own warm-up (compilation
+for cnn_ae, linear_ae, vae and conv_vae on MNIST at batch 128, each in fp32, bf16 autocast,
+torch.compile, bf16 + compile, and (the convolutional ones) channels_last, alone and with each
+of those; 16-mixed too on CUDA. For the VAEs, row (a)'s loss is the model's own objective
+(reconstruction + KL, as a VAE tutorial writes it); for the AEs it is the tutorial's MSELoss. Every row times a fixed number of steps after its own warm-up (compilation
 excluded); the tables show medians over the repeats and the ratios (b)/(a) and (b)/(c).
 
 Other processes on the machine distort every number (on 2 cores, a busy neighbour can make
@@ -28,6 +29,11 @@ tutorial's loop, one epoch + a test pass), `aerun train debug=smoke`, `aerun --h
     python benchmarks/train_throughput.py --quick         # a smoke check: few steps, 1 repeat
     python benchmarks/train_throughput.py --rows cnn_ae/fp32 process/aerun_help
                                                           # row ids or globs: model/variant/kind
+    python benchmarks/train_throughput.py --device cuda --budget-s 240 --output benchmarks/results_cuda.md
+                                                          # stop adding repeats after 240 s
+
+With --output, the results file is rewritten after every cycle of rows, so a run stopped
+early (a timeout, --budget-s) leaves the rows measured so far.
 
 A run with --quick or --rows prints only, unless --output is given.
 """
@@ -53,7 +59,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-MODELS = ("cnn_ae", "linear_ae")
+MODELS = ("cnn_ae", "linear_ae", "vae", "conv_vae")
+CONV_MODELS = ("cnn_ae", "conv_vae")  # the ones with a memory format (channels_last rows)
+OWN_OBJECTIVE = ("vae", "conv_vae")  # row (a) trains these on their own loss (reconstruction + KL)
 # variant -> aerun overrides; the same settings are applied to rows (a) and (c) by hand.
 VARIANTS = {
     # Every variant names its memory format: aerun's default is fp32 + channels_last (the
@@ -78,6 +86,7 @@ DEFAULT_ROOT = Path(os.environ.get("AERUN_DATA_ROOT", REPO.parent / "shared" / "
 TARGETS = {  # issue 8
     "cnn_ae (b)/(a)": 1.4,
     "GPU cnn_ae (b)/(a)": 20.0,
+    "GPU cnn_ae (b)/(c)": 0.9,
     "cnn_ae (b)/(c)": 0.9,
     "linear_ae (b)/(a)": 2.5,
     "1 epoch: tutorial / aerun process time": 1.3,
@@ -89,7 +98,7 @@ def all_row_ids(device_type: str) -> list[str]:
     ids = []
     for model in MODELS:
         for variant in VARIANTS:
-            if "channels_last" in variant and model != "cnn_ae":
+            if "channels_last" in variant and model not in CONV_MODELS:
                 continue  # a dense model has no memory format
             if variant == "fp16" and device_type != "cuda":
                 continue
@@ -98,11 +107,13 @@ def all_row_ids(device_type: str) -> list[str]:
 
 
 def select(ids: list[str], patterns: list[str] | None) -> list[str]:
-    """Row ids matching any pattern; `cnn_ae` or `cnn_ae/fp32` select everything below them."""
+    """Row ids matching any pattern, in the order of the patterns (rows are set up in that order, so
+    with --budget-s the first named are the ones measured); `cnn_ae` or `cnn_ae/fp32` select
+    everything below them."""
     if not patterns:
         return ids
     patterns = [p for arg in patterns for p in arg.split(",") if p]
-    chosen = [i for i in ids if any(fnmatch.fnmatch(i, p) or fnmatch.fnmatch(i, p + "/*") for p in patterns)]
+    chosen = list(dict.fromkeys(i for p in patterns for i in ids if fnmatch.fnmatch(i, p) or fnmatch.fnmatch(i, p + "/*")))
     if not chosen:
         raise SystemExit(f"--rows {' '.join(patterns)}: no row matches; rows are:\n  " + "\n  ".join(ids))
     return chosen
@@ -272,6 +283,7 @@ class ThroughputRow:
 
         self.id = row_id
         model_name, self.variant, self.kind = row_id.split("/")
+        self.model_name = model_name
         self.shared = shared
         plain = compose_plain(model_name, self.variant, shared)
         self.plain = plain
@@ -297,6 +309,7 @@ class ThroughputRow:
 
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.plain["optim"]["lr"])
         self.criterion = torch.nn.MSELoss()
+        self.own_objective = self.model_name in OWN_OBJECTIVE
         self.loader = DataLoader(self.shared.tv_train, batch_size=self.batch_size, shuffle=True)
         self.iterator = iter(self.loader)
         self.running_loss = 0.0
@@ -311,8 +324,11 @@ class ThroughputRow:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            recon = self.model.to_image(self.forward(images).recon)
-            loss = self.criterion(recon.float(), images)
+            out = self.forward(images)
+            if self.own_objective:
+                loss = self.model.objective(out, images, self.recon_loss)["loss"]
+            else:
+                loss = self.criterion(self.model.to_image(out.recon).float(), images)
         self.optimizer.zero_grad()
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -533,13 +549,19 @@ def fmt(value, spec=",.0f", missing="–"):
     return missing if value is None else format(value, spec)
 
 
+def bold(ratio) -> str:
+    """A ratio as the results file quotes it: in bold, so the (b)/(a) and (b)/(c) columns stand out."""
+    return "–" if ratio is None else f"**{ratio:.2f}**"
+
+
 def spread(values) -> str:
     if len(values) < 2:
         return ""
     return f"±{(max(values) - min(values)) / 2 / statistics.median(values) * 100:.0f}%"
 
 
-def build_report(measured: dict, measured_process: dict, device, steps: int, min_quiet: int) -> tuple[dict, dict]:
+def build_report(measured: dict, measured_process: dict, device, steps: int, min_quiet: int,
+                 setup_s: dict | None = None) -> tuple[dict, dict]:
     """Markdown tables and the checked targets, from the quiet measurements where enough exist."""
     results = {k: m.used(min_quiet) for k, m in measured.items()}
     process = {k: m.used(min_quiet) for k, m in measured_process.items()}
@@ -569,8 +591,8 @@ def build_report(measured: dict, measured_process: dict, device, steps: int, min
             cells = [f"{fmt(meds[k])} {spread(results.get(keys[k], []))}".strip() for k in KINDS]
             us = " / ".join(fmt(1e6 / meds[k], ".1f") if meds[k] else "–" for k in KINDS)
             used = " ".join(counts(keys[k]) for k in KINDS)
-            throughput_lines.append(f"| {model} | {variant} | {' | '.join(cells)} | {us} | {fmt(ba, '.2f')} | "
-                                    f"{fmt(bc, '.2f')} | {used} |")
+            throughput_lines.append(f"| {model} | {variant} | {' | '.join(cells)} | {us} | {bold(ba)} | "
+                                    f"{bold(bc)} | {used} |")
 
     speedup_lines = ["| model | variant | (c) vs fp32 (c) | (b) vs fp32 (b) |", "| --- | --- | ---: | ---: |"]
     for model in MODELS:
@@ -599,7 +621,7 @@ def build_report(measured: dict, measured_process: dict, device, steps: int, min
         checks["cnn_ae (b)/(c)"] = bc
         checks["linear_ae (b)/(a)"] = ratios.get(("linear_ae", "fp32"), (None, None))[0]
     else:
-        checks["GPU cnn_ae (b)/(a)"] = ratios.get(("cnn_ae", "fp32"), (None, None))[0]
+        checks["GPU cnn_ae (b)/(a)"], checks["GPU cnn_ae (b)/(c)"] = ratios.get(("cnn_ae", "fp32"), (None, None))
     if process.get("aerun_1epoch") and process.get("tutorial_1epoch"):
         checks["1 epoch: tutorial / aerun process time"] = median(process["tutorial_1epoch"]) / median(process["aerun_1epoch"])
     target_lines = ["| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
@@ -621,7 +643,23 @@ def build_report(measured: dict, measured_process: dict, device, steps: int, min
         v = median(process["aerun_help"])
         target_lines.append(f"| aerun --help process | {v:.2f} s | < 1 s | {'yes' if v < 1 else 'NO'} |")
 
-    sections = {"throughput": "\n".join(throughput_lines), "speedups": "\n".join(speedup_lines),
+    compile_lines = ["| model | variant | kind | set-up s | set-up s without compile | per step: with / without (ms) | "
+                     "steps to break even |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for row_id, seconds in (setup_s or {}).items():
+        model, variant, kind = row_id.split("/")
+        plain_id = f"{model}/{variant.replace('+compile', '').replace('compile', 'fp32')}/{kind}"
+        if "compile" not in variant or plain_id not in (setup_s or {}):
+            continue
+        fast, slow = median(results.get(row_id, [])), median(results.get(plain_id, []))
+        ms = [128e3 / v if v else None for v in (fast, slow)]  # ms per step of 128 images
+        gain = ms[1] - ms[0] if None not in ms else None
+        extra = seconds - setup_s[plain_id]
+        even = f"{extra / gain * 1e3:,.0f}" if gain and gain > 0 else "never (no per-step gain)"
+        compile_lines.append(f"| {model} | {variant} | {kind} | {seconds:.1f} | {setup_s[plain_id]:.1f} | "
+                             f"{fmt(ms[0], '.2f')} / {fmt(ms[1], '.2f')} | {even if gain is not None else '–'} |")
+
+    sections = {"compile": "\n".join(compile_lines), "throughput": "\n".join(throughput_lines),
+                "speedups": "\n".join(speedup_lines),
                 "process": "\n".join(process_lines), "targets": "\n".join(target_lines)}
     return sections, checks
 
@@ -665,6 +703,14 @@ aerun_smoke: `aerun train debug=smoke data.root=...`. aerun_help: `aerun --help`
 
 {sections['process']}
 
+## torch.compile: warm-up cost against the per-step gain
+
+Set-up = building the row and its warm-up steps (compilation, and the recompile for an epoch's smaller
+last batch), against the same row without compile; steps to break even = the extra set-up over the time
+a step saves.
+
+{sections['compile']}
+
 ## Targets (issue 8)
 
 {sections['targets']}
@@ -699,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "aerun_bench_data",
                         help="where to decompress MNIST for torchvision if the root has only .gz files")
     parser.add_argument("--list", action="store_true", help="list the row ids and exit")
+    parser.add_argument("--budget-s", type=float,
+                        help="after this many seconds, set up no more rows and start no more cycles "
+                             "(every row set up gets at least one repeat); default: no limit")
     args = parser.parse_args(argv)
 
     steps = args.steps or (10 if args.quick else 100)
@@ -730,12 +779,58 @@ def main(argv: list[str] | None = None) -> int:
     throughput_ids = [i for i in chosen if not i.startswith("process/")]
     process_ids = [i.split("/", 1)[1] for i in chosen if i.startswith("process/")]
 
+    started = time.perf_counter()
+
+    def over_budget() -> bool:
+        return args.budget_s is not None and time.perf_counter() - started > args.budget_s
+
+    def report(results, process, breakdowns, quiet: bool) -> None:
+        """Print the tables (unless `quiet`) and write `output` if one is set."""
+        sections, _ = build_report(results, process, device, steps, min_quiet, setup_s)
+        breakdowns = [b for b in breakdowns if b]
+        if breakdowns:
+            lines = ["| aerun_1epoch, where the time went (median) | s |", "| --- | ---: |"]
+            for key in breakdowns[0]:
+                values = [b[key] for b in breakdowns if b.get(key) is not None]
+                if values:
+                    lines.append(f"| {key} | {median(values):,.2f} |")
+            sections["process"] += "\n\n" + "\n".join(lines)
+        load_after = load_line()
+        if not quiet:
+            print()
+            for title in ("throughput", "speedups", "process", "targets"):
+                print(sections[title])
+                print()
+            print(f"load average before / after: {load_before} -> {load_after}")
+        if output is not None:
+            import torchvision
+
+            # The load average counts this script's own threads, so it says little; what matters is
+            # whether a row had to fall back on repeats taken while other processes used the CPU.
+            loaded = [k for k, m in [*results.items(), *process.items()]
+                      if len(m.quiet()) < min(min_quiet, len(m.values))]
+            note = (f"  \n  **{len(loaded)} row(s) had too few quiet repeats and use repeats taken under load "
+                    f"({', '.join(loaded[:6])}{', ...' if len(loaded) > 6 else ''}): their absolute numbers are low; "
+                    "ratios within one process are the robust output.**" if loaded else
+                    "  \n  (the load average includes this script's own threads; every median uses only repeats "
+                    "taken while other processes were quiet)")
+            command = "python benchmarks/train_throughput.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
+                                                                  if (argv if argv is not None else sys.argv[1:]) else "")
+            meta = {"command": command.strip(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                    "hardware": hardware_line(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+                    "python": platform.python_version(), "device": str(device), "load_before": load_before,
+                    "load_after": load_after, "load_note": note}
+            write_results(output, sections, meta)
+            if not quiet:
+                print(f"wrote {output}")
+
     load_before = load_line()
     print(f"device {device}; {hardware_line(device)}; torch {torch.__version__}; load {load_before}", flush=True)
     tv_root = prepare_torchvision_root(args.root, args.cache)
     shared = Shared(device=device, data_root=args.root, tv_root=tv_root)
 
     results: dict[str, Measurements] = {}
+    setup_s: dict[str, float] = {}
     meter = BackgroundMeter()
     min_quiet = min(3, repeats)
     max_repeats = args.max_repeats or 3 * repeats
@@ -755,15 +850,22 @@ def main(argv: list[str] | None = None) -> int:
                                              transform=transforms.ToTensor())
         rows = []
         for row_id in throughput_ids:
+            if over_budget() and rows:
+                print(f"  --budget-s {args.budget_s:g} spent: not setting up {row_id} and the rows after it", flush=True)
+                break
             start = time.perf_counter()
             row = ThroughputRow(row_id, shared)
             row.warm_up(warmup)
             rows.append(row)
-            print(f"  set up {row_id} ({time.perf_counter() - start:.1f} s)", flush=True)
+            setup_s[row_id] = time.perf_counter() - start
+            print(f"  set up {row_id} ({setup_s[row_id]:.1f} s)", flush=True)
         repeat = 0
         # At least `repeats` cycles; more (up to max_repeats) while a row lacks `min_quiet` quiet values.
         while repeat < repeats or (repeat < max_repeats and
                                    any(len(results[r.id].quiet()) < min_quiet for r in rows)):
+            if repeat and over_budget():
+                print(f"  --budget-s {args.budget_s:g} spent after {repeat} cycle(s)", flush=True)
+                break
             meter.wait_for_quiet(args.max_wait)
             repeat += 1
             for row in rows:  # alternating: every row once per cycle
@@ -772,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
                 background = meter.stop()
                 results.setdefault(row.id, Measurements()).add(ips, background)
                 print(f"  repeat {repeat}  {row.id:<28} {ips:>9,.0f} images/s{load_tag(background)}", flush=True)
+            if output is not None:  # what a stopped run leaves: every cycle so far
+                report(results, {}, [], quiet=True)
         del rows
 
     process: dict[str, Measurements] = {}
@@ -781,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 0
             while repeat < process_repeats or (repeat < 2 * process_repeats and any(
                     len(process[n].quiet()) < min(3, process_repeats) for n in process_ids)):
+                if repeat and over_budget():
+                    print(f"  --budget-s {args.budget_s:g} spent after {repeat} process cycle(s)", flush=True)
+                    break
                 meter.wait_for_quiet(args.max_wait)
                 repeat += 1
                 for name in process_ids:
@@ -794,42 +901,7 @@ def main(argv: list[str] | None = None) -> int:
                         breakdowns.append(run_breakdown(run_dir, elapsed))
                     print(f"  repeat {repeat}  process/{name:<20} {elapsed:7.2f} s{load_tag(background)}", flush=True)
 
-    sections, _ = build_report(results, process, device, steps, min_quiet)
-    breakdowns = [b for b in breakdowns if b]
-    if breakdowns:
-        lines = ["| aerun_1epoch, where the time went (median) | s |", "| --- | ---: |"]
-        for key in breakdowns[0]:
-            values = [b[key] for b in breakdowns if b.get(key) is not None]
-            if values:
-                lines.append(f"| {key} | {median(values):,.2f} |")
-        sections["process"] += "\n\n" + "\n".join(lines)
-    print()
-    for title in ("throughput", "speedups", "process", "targets"):
-        print(sections[title])
-        print()
-
-    load_after = load_line()
-    print(f"load average before / after: {load_before} -> {load_after}")
-    if output is not None:
-        import torchvision
-
-        # The load average counts this script's own threads, so it says little; what matters is
-        # whether a row had to fall back on repeats taken while other processes used the CPU.
-        loaded = [k for k, m in [*results.items(), *process.items()]
-                  if len(m.quiet()) < min(min_quiet, len(m.values))]
-        note = (f"  \n  **{len(loaded)} row(s) had too few quiet repeats and use repeats taken under load "
-                f"({', '.join(loaded[:6])}{', ...' if len(loaded) > 6 else ''}): their absolute numbers are low; "
-                "ratios within one process are the robust output.**" if loaded else
-                "  \n  (the load average includes this script's own threads; every median uses only repeats "
-                "taken while other processes were quiet)")
-        command = "python benchmarks/train_throughput.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
-                                                              if (argv if argv is not None else sys.argv[1:]) else "")
-        meta = {"command": command.strip(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-                "hardware": hardware_line(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
-                "python": platform.python_version(), "device": str(device), "load_before": load_before,
-                "load_after": load_after, "load_note": note}
-        write_results(output, sections, meta)
-        print(f"wrote {output}")
+    report(results, process, breakdowns, quiet=False)
     return 0
 
 

@@ -1,8 +1,9 @@
-"""`benchmarks/train_throughput.py` still runs: a --quick pass of a few rows on the tiny MNIST.
-(Timings here mean nothing; the script's numbers come from `make bench` on real data.)"""
+"""The benchmark scripts still run: a --quick pass of train_throughput.py on the tiny MNIST, the family
+and memory scripts, and a CPU rehearsal of the GPU session script. (Timings here mean nothing.)"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -72,3 +73,45 @@ def test_paper_tables_smoke_runs_a_table_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "## Rate-distortion" in proc.stdout and "| autoencoder | 8 |" in proc.stdout
     assert (results.stat().st_mtime_ns if results.exists() else None) == before  # smoke never writes results
+
+
+def test_the_largest_batch_search_grows_then_halves_the_gap():
+    from benchmarks.gpu_memory import largest_fitting
+
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= 5000
+
+    assert largest_fitting(fits, 1024, 2 ** 20, bisect=3) == (4096, 5632)
+    assert tried[:3] == [1024, 4096, 16384]  # x4 up to the first failure, then 3 halvings of the gap
+    assert largest_fitting(lambda b: True, 1024, 3000, bisect=3) == (3000, None)  # capped: never a failure
+    assert largest_fitting(lambda b: False, 1024, 3000, bisect=3) == (None, 1024)
+
+
+@pytest.mark.slow
+def test_gpu_memory_script_rehearses_on_the_cpu(data_root, tmp_path):
+    out = tmp_path / "memory.md"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_memory.py"), "--device", "cpu", "--root",
+                           str(data_root), "--rows", "vae,rbm", "--max-batch", "1024", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| vae |") or line.startswith("| rbm |")]
+    assert len(rows) == 2 and all("1,024 (--max-batch)" in r for r in rows), rows
+
+
+@pytest.mark.slow
+def test_the_gpu_session_script_rehearses_its_checks_on_the_cpu(data_root, tmp_path):
+    """benchmarks/gpu_session.sh runs on a lent GPU for minutes, once: its steps must work before then."""
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(out), "DATA_ROOT": str(data_root), "PYTHON": sys.executable,
+           "STEPS": "env,smoke_fp32,cross_device,ddp", "BUDGET_S": "400"}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh")], capture_output=True, text=True,
+                          timeout=480, env=env, cwd=tmp_path)
+    summary = (out / "summary.md").read_text()
+    log = (out / "session.log").read_text()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name in ("env", "smoke_fp32", "cross_device", "ddp"):
+        assert f"| {name} | ok |" in summary, summary + log[-3000:]
+    assert "evaluated on cpu" in log and "after resume: epochs 2" in log, log[-3000:]
