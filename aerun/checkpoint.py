@@ -85,7 +85,9 @@ def capture_rng_state() -> dict:
         "python": _python_state_to_plain(random.getstate()),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's GPU only: a resume may see another number of GPUs (one state per visible
+        # GPU, restored by index, fails with an IndexError on a machine with fewer).
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -95,8 +97,13 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     random.setstate(_plain_to_python_state(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-12: one state per visible GPU
+            index = torch.cuda.current_device()
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def _python_state_to_plain(state):

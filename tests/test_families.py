@@ -402,3 +402,26 @@ def test_pretraining_stages_do_not_warn_of_a_collapsed_network(trained_run, capl
     messages = [r.getMessage() for r in caplog.records]
     last_pretraining_epoch = next(i for i, m in enumerate(messages) if m.startswith("epoch 6/8"))
     assert not any("barely depend" in m for m in messages[:last_pretraining_epoch + 1])
+
+
+def test_rbm_pretraining_updates_the_same_under_a_grad_scaler():
+    """16-mixed steps every optimizer through the grad scaler, which unscales each .grad: the CD
+    gradients a family writes itself must be scaled first, or the update is 1/65,536 of its size."""
+    from aerun.build import build_optimizers
+
+    def one_step(scaler_on: bool):
+        torch.manual_seed(0)
+        model = StackedAutoencoder((1, 8, 8), latent_dim=4, layers=[16, 8], pretrain="rbm", pretrain_epochs=2)
+        optimizers = build_optimizers(model, {"_target_": "torch.optim.SGD", "lr": 0.5, "weight_decay": 0.0,
+                                              "l1_weight": 0.0, "scheduler": {"_target_": None}})
+        scaler = torch.amp.GradScaler("cpu", enabled=scaler_on, init_scale=2.0 ** 16)
+        step = StepContext(model, optimizers, scaler, torch.device("cpu"), StepOptions("bce"))
+        step.begin(0.5)
+        before = model.encoder_layers[0].weight.detach().clone()
+        model.training_step(Batch(torch.rand(16, 1, 8, 8), torch.rand(16, 1, 8, 8), None), step)
+        step.end()
+        return model.encoder_layers[0].weight.detach() - before
+
+    plain, scaled = one_step(False), one_step(True)
+    assert plain.abs().max() > 1e-4
+    torch.testing.assert_close(scaled, plain)

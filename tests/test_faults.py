@@ -236,6 +236,9 @@ def test_missing_data_and_missing_cuda_are_refused_before_a_folder_exists(tmp_pa
     if not torch.cuda.is_available():
         proc = run_aerun("train", f"data.root={tmp_path}", "trainer.device=cuda", cwd=tmp_path)
         assert proc.returncode == 2 and "no CUDA device" in one_line(proc)
+        # 16-mixed with the default device=auto: the grad scaler is a GPU feature, refused here too
+        proc = run_aerun("train", f"data.root={tmp_path}", "trainer.precision=16-mixed", cwd=tmp_path)
+        assert proc.returncode == 2 and "16-mixed: needs a CUDA device" in one_line(proc)
     assert not (tmp_path / "outputs").exists()
 
 

@@ -211,3 +211,39 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_the_cuda_rng_state_is_this_gpus_and_restores_on_another_gpu_count(monkeypatch):
+    """One state for the process's own GPU: a run saved on an 8-GPU node resumes on a 1-GPU box
+    (one state per visible GPU, restored by index, was an IndexError there). Checkpoints of the
+    old format (a list) restore the entry of the current GPU."""
+    from aerun import checkpoint
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((16,), 7, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state.clone()))
+    state = checkpoint.capture_rng_state()
+    assert torch.equal(state["cuda"], torch.full((16,), 7, dtype=torch.uint8))
+    checkpoint.restore_rng_state(state)
+    old_format = {**state, "cuda": [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]}
+    checkpoint.restore_rng_state(old_format)
+    assert [int(s[0]) for s in restored] == [7, 0]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    checkpoint.restore_rng_state({**state, "cuda": old_format["cuda"][:2]})  # GPU 3 of a 2-GPU save: nothing to restore
+    assert len(restored) == 2
+
+
+def test_a_noise_stream_saved_on_another_kind_of_device_is_replaced_not_fatal(caplog):
+    """trainer.device may change on resume; a mid-epoch checkpoint of a denoising run holds the
+    noise generator of the device it was trained on (CUDA's state is 16 bytes, the CPU's 5,056)."""
+    from aerun.data.noise import noise_generator, restore_noise_state
+
+    cpu = noise_generator(torch.device("cpu"), 0, 1)
+    fresh = cpu.get_state()
+    assert not restore_noise_state(cpu, torch.zeros(16, dtype=torch.uint8))  # a CUDA generator's state
+    assert torch.equal(cpu.get_state(), fresh) and "another kind of device" in caplog.text
+    other = noise_generator(torch.device("cpu"), 5, 3)
+    assert restore_noise_state(cpu, other.get_state()) and torch.equal(cpu.get_state(), other.get_state())

@@ -38,6 +38,12 @@ def validate(cfg: DictConfig) -> None:
         from aerun.devices import resolve_device
 
         resolve_device("cuda")
+    elif cfg.trainer.precision == "16-mixed":  # device=auto (cpu is refused by the schema check)
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("trainer.precision=16-mixed: needs a CUDA device, and trainer.device=auto found none "
+                            "here; use trainer.precision=bf16 or 32 on a CPU")
     if cfg.resume:
         resume.check(cfg)
     else:

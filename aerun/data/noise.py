@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from aerun.errors import UserError
+
+log = logging.getLogger("aerun.data")
 
 NOISE_KINDS = ("none", "gaussian", "salt_pepper", "masking", "watermark")
 SPLITS = ("train", "test")  # a watermark's word lists: the test split's words are never trained on
@@ -15,6 +18,18 @@ SPLITS = ("train", "test")  # a watermark's word lists: the test split's words a
 def noise_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
     """The denoising-noise stream of one training epoch (fresh noise each epoch, reproducible)."""
     return torch.Generator(device=device).manual_seed(seed * 7_919 + epoch + 1)
+
+
+def restore_noise_state(generator: torch.Generator, saved: torch.Tensor) -> bool:
+    """Continue a mid-epoch checkpoint's noise stream. A state saved on another kind of device
+    (a CUDA generator's is 16 bytes, a CPU one's 5,056) cannot be loaded: the epoch's remaining
+    noise then comes from the fresh per-epoch stream, and the resume is not bit-exact."""
+    if saved.numel() != generator.get_state().numel():
+        log.warning("resume: the denoising noise's generator was saved on another kind of device; the rest of "
+                    "this epoch draws fresh noise (the run is no longer bit-exact with an uninterrupted one)")
+        return False
+    generator.set_state(saved)
+    return True
 
 
 def apply_noise(

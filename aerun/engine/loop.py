@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from aerun import distributed, faults
-from aerun.data.noise import apply_noise, noise_generator
+from aerun.data.noise import apply_noise, noise_generator, restore_noise_state
 from aerun.engine.accumulator import EpochAccumulator
 from aerun.engine.evaluate import evaluate
 from aerun.engine.state import TrainState
@@ -129,7 +129,7 @@ def train_one_epoch(loop: Loop, accumulator: EpochAccumulator) -> int:
     if state.batch_in_epoch > 0 and state.accumulator is not None:  # a mid-epoch checkpoint
         accumulator.load_state_dict(state.accumulator)
         if noise is not None and state.noise_rng is not None:
-            noise.set_state(state.noise_rng)
+            restore_noise_state(noise, state.noise_rng)
     loop.reporter.epoch_started(state, options.steps_per_epoch)
     batch_size, labels = options.batch_size, loop.train.labels
     batches = FloatBatches(loop.train.images, batch_size, options.channels_last)

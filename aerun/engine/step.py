@@ -98,9 +98,15 @@ class StepContext:
         self.scaler.scale(loss).backward(inputs=self._inputs[name], retain_graph=retain_graph)
         self.apply_gradients(name)
 
+    def scaled(self, grad: torch.Tensor) -> torch.Tensor:
+        """A gradient the family computed itself, scaled as `backward` of a scaled loss would have
+        scaled it (16-mixed): `apply_gradients` unscales every `.grad` before the step."""
+        return self.scaler.scale(grad)
+
     def apply_gradients(self, name: str) -> None:
         """Clip and step optimizer `name` on the gradients its parameters hold (a family that
-        computes its own gradients, e.g. contrastive divergence, sets `.grad` and calls this)."""
+        computes its own gradients, e.g. contrastive divergence, sets `.grad = step.scaled(g)`
+        and calls this)."""
         optimizer = self.optimizers[name]
         if self.options.grad_clip > 0:
             self.scaler.unscale_(optimizer)

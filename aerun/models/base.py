@@ -58,6 +58,7 @@ class Step(Protocol):
 
     def optimize(self, name: str, loss: torch.Tensor, terms: dict | None = None, retain_graph: bool = False) -> None: ...
 
+    def scaled(self, grad: torch.Tensor) -> torch.Tensor: ...  # a gradient computed by hand, scaled as backward's
     def apply_gradients(self, name: str) -> None: ...  # clip and step on gradients the family computed itself
 
 

@@ -212,7 +212,7 @@ def contrastive_divergence_step(rbm: BernoulliRBM, v: torch.Tensor, k: int, pers
         rbm.chain.copy_(estimate.negatives)
     error = (estimate.recon - v[:TRAIN_MONITOR_ROWS]).square().sum(1).mean()
     for param_name, param in rbm.named_parameters():
-        param.grad = estimate.grads[param_name].to(param.dtype)
+        param.grad = step.scaled(estimate.grads[param_name].to(param.dtype))
     step.apply_gradients(name)
     return {"loss": error, "recon": error, "free_energy_gap": estimate.free_energy_gap}
 

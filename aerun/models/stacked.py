@@ -43,6 +43,7 @@ class StackedAutoencoder(Autoencoder):
             self.decoder_layers = nn.ModuleList(nn.Linear(b, a) for a, b in pairs)
         self.act = make_activation(activation)
         self.register_buffer("unrolled", torch.zeros(len(pairs), dtype=torch.bool))  # rbm: decoder i set from encoder i
+        self._unrolled_below = 0  # unroll_below has seen the buffer up to this stage (not saved: re-read after a load)
 
     @property
     def n_layers(self) -> int:
@@ -124,8 +125,8 @@ class StackedAutoencoder(Autoencoder):
             h1 = layer(v1) if linear else torch.sigmoid(layer(v1))
             # the negative log-likelihood gradient estimate, so the optimizer's step climbs the likelihood
             grads = BernoulliRBM.gradients(v0, h0, v1, h1)
-            layer.weight.grad, layer.bias.grad = grads["weight"], grads["hidden_bias"]
-            visible_bias.grad = grads["visible_bias"]
+            layer.weight.grad, layer.bias.grad = step.scaled(grads["weight"]), step.scaled(grads["hidden_bias"])
+            visible_bias.grad = step.scaled(grads["visible_bias"])
             error = (v0 - v1).square().sum(1).mean()
         step.apply_gradients(f"layer{i}")
         if not self.tied:  # keep the mirror unrolled as the RBM learns, so val reads the stack so far
@@ -135,13 +136,14 @@ class StackedAutoencoder(Autoencoder):
 
     def unroll_below(self, stage: int) -> None:
         """pretrain=rbm: once layer i's RBM stage is over, decoder layer i starts as its transpose."""
-        if self.pretrain != "rbm" or self.tied:
-            return
+        if self.pretrain != "rbm" or self.tied or stage <= self._unrolled_below:
+            return  # read the buffer (a device sync on a GPU) once per stage, not every step
         for i in range(min(stage, self.n_layers)):
             if not self.unrolled[i]:
                 with torch.no_grad():
                     self.decoder_layers[i].weight.copy_(self.encoder_layers[i].weight.t())
                 self.unrolled[i] = True
+        self._unrolled_below = stage
 
     def counts_for_best(self, epochs_done: int) -> bool:
         """Only fine-tuning epochs may give best.pt: during pretraining the whole net is unfinished."""

@@ -117,8 +117,9 @@ class VAEGAN(VariationalAutoencoder):
         step.optimize("encoder", terms["encoder_loss"], retain_graph=train_dec)
         if train_dec:
             step.optimize("decoder", terms["decoder_loss"])
-        terms.update(dis_loss=dis_loss.detach(), dis_trained=torch.tensor(float(train_dis)),
-                     dec_trained=torch.tensor(float(train_dec)), dis_acc_real=(d_real > 0).float().mean(),
+        on = dis_loss.device  # every term on the batch's device: the accumulator stacks them
+        terms.update(dis_loss=dis_loss.detach(), dis_trained=torch.tensor(float(train_dis), device=on),
+                     dec_trained=torch.tensor(float(train_dec), device=on), dis_acc_real=(d_real > 0).float().mean(),
                      dis_acc_recon=(d_rec.detach() < 0).float().mean(),
                      dis_acc_sampled=(d_prior.detach() < 0).float().mean())
         return terms
