@@ -50,6 +50,9 @@ class FakeStep:
     def __init__(self, optimizers: dict, progress: float = 0.0):
         self.optimizers, self.progress, self.recon_loss, self.stepped = optimizers, progress, "mse", []
 
+    def scaled(self, grad: torch.Tensor) -> torch.Tensor:  # no grad scaler (fp32)
+        return grad
+
     def apply_gradients(self, name: str) -> None:
         self.optimizers[name].step()
         self.stepped.append(name)
