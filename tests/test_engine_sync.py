@@ -218,13 +218,15 @@ def test_state_dict_round_trip_continues_the_sums():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["32", "bf16", "16-mixed"])
-def test_cuda_epoch_has_no_synchronisation(precision):
-    """On a GPU, torch's own sync detector: any device->host wait inside the epoch raises."""
+@pytest.mark.parametrize("model, channels_last, fused", [("cnn", False, None), ("cnn", True, True), ("vae", True, True)])
+def test_cuda_epoch_has_no_synchronisation(precision, model, channels_last, fused):
+    """On a GPU, torch's own sync detector: any device->host wait inside the epoch raises.
+    The last two cases are `aerun train`'s defaults there: fused Adam, channels_last."""
     images = tiny_images(n=64)
     # GradScaler.step reads found_inf with .item() (a sync) unless the optimizer unscales and
     # skips inside its own kernel: the fused optimizers do, so 16-mixed needs one.
-    loop = make_loop(MODELS["cnn"](images.shape[1:]), images, device="cuda", precision=precision,
-                     fused=precision == "16-mixed")
+    loop = make_loop(MODELS[model](images.shape[1:]), images, device="cuda", precision=precision,
+                     fused=fused if fused is not None else precision == "16-mixed", channels_last=channels_last)
     accumulator = EpochAccumulator(loop.step.device)
     train_one_epoch(loop, accumulator)  # one epoch to create the optimizer state and warm everything up
     loop.state.batch_in_epoch = 0
