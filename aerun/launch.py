@@ -65,16 +65,32 @@ def claim_run_dir(base: str = "outputs", multirun: bool = False) -> str:
     raise UserError(f"could not create a fresh run directory under {parent.parent}")
 
 
+def refuse_a_file_in_the_path(path: Path, key: str) -> None:
+    """A run directory that is, or lies inside, an existing file cannot be made (Hydra's mkdir
+    would fail with EEXIST / ENOTDIR after the command had started)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"lies inside {part}, which is a file"
+                raise UserError(f"{key}={path}: {what}; name a folder (new or a run's)")
+            return
+
+
 def choose_run_dir(overrides: list[str], multirun: bool) -> list[str]:
     """The overrides with a run (or sweep) directory; a single run's is claimed fresh."""
     if multirun:
         if not ov.has(overrides, "hydra.sweep.dir"):
             overrides = [*overrides, f"hydra.sweep.dir={claim_run_dir(multirun=True)}"]
+        else:
+            given = ov.last_value(overrides, "hydra.sweep.dir")
+            refuse_a_file_in_the_path(Path(str(ov.parsed_value(f"hydra.sweep.dir={given}"))).expanduser(),
+                                      "hydra.sweep.dir")
         return overrides
     given = ov.last_value(overrides, "hydra.run.dir")
     if given is None:
         return [*overrides, f"hydra.run.dir={claim_run_dir()}"]
     path = Path(str(ov.parsed_value(f"hydra.run.dir={given}"))).expanduser()
+    refuse_a_file_in_the_path(path, "hydra.run.dir")
     if path.exists():
         from aerun.runs import refuse_if_in_use
 

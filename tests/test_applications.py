@@ -215,3 +215,16 @@ def test_validation_stamps_training_words_and_the_test_split_its_own(data_root):
 def test_a_watermark_opacity_above_one_is_refused(data_root):
     proc = run_aerun("train", *tiny_overrides(data_root, "data.noise.kind=watermark", "data.noise.level=1.5"))
     assert proc.returncode == 2 and "an opacity for watermark: must be <= 1" in proc.stderr, proc.stderr
+
+
+def test_compress_caps_the_pca_baseline_of_a_code_wider_than_the_image(trained_run, tmp_path):
+    """A DBN's 2,000 units or an overcomplete sparse AE: PCA has at most 784 components on MNIST
+    (here 448, the tiny training split), and the run is compared with all of them."""
+    from aerun.commands.compress import format_table, rate_distortion_rows
+
+    run_dir = trained_run("model=shallow_ae", "model.latent_dim=1024", "model.sparsity.kind=l1",
+                          "model.sparsity.weight=0.1")
+    rows, title = rate_distortion_rows(compose("compress", [f"run={run_dir}", "device=cpu", "compress.bits=[4]"]))
+    assert "PCA capped at 448 components" in title and {"autoencoder", "pca", "jpeg"} == {r["method"] for r in rows}
+    jpeg = next(r for r in rows if r["method"] == "jpeg")
+    assert f"for {jpeg['target_bpp']:.3f} bpp" in format_table(rows, title)  # which AE rate the JPEG row matches

@@ -237,3 +237,19 @@ def test_cuda_epoch_has_no_synchronisation(precision, model, channels_last, fuse
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert accumulator.nonfinite() is None and accumulator.steps == 4
+
+
+def test_a_finite_but_exploding_loss_is_divergence_from_the_step_it_began():
+    """optim.lr=10 on a VAE: the loss reaches 1e20 and stays finite; a run must not end 'ok' on it."""
+    from aerun.engine.accumulator import EXPLODED
+    from aerun.engine.loop import describe
+
+    acc = EpochAccumulator(torch.device("cpu"))
+    for step, loss in enumerate([500.0, 480.0, 3e12, 1e20], start=1):
+        acc.add({"loss": torch.tensor(loss), "kl": torch.tensor(1.0)}, 8, step)
+        if step == 2:
+            assert acc.nonfinite() is None  # a big but working loss is not flagged
+    step, terms = acc.nonfinite()
+    assert step == 3 and terms == [f"loss (beyond {EXPLODED:.0e} an image)"]
+    assert describe(terms) == "an exploding loss (beyond 1e+10 an image)"
+    assert describe(["loss", "kl"]) == "non-finite loss, kl"

@@ -263,3 +263,14 @@ def test_an_option_that_would_be_ignored_is_refused(overrides, says):
     with contextlib.redirect_stderr(err):
         assert main(["train", *overrides]) == 2
     assert says in err.getvalue(), err.getvalue()
+
+
+def test_a_run_directory_that_is_a_file_is_refused_in_one_line(data_root, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    for where, says in ((afile, "is a file"), (afile / "run", f"lies inside {afile}, which is a file")):
+        proc = run_aerun("train", *tiny_overrides(data_root), f"hydra.run.dir={where}", cwd=tmp_path)
+        assert proc.returncode == 2 and says in one_line(proc), proc.stderr
+    proc = run_aerun("train", "-m", *tiny_overrides(data_root), "seed=1,2", f"hydra.sweep.dir={afile / 's'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "hydra.sweep.dir" in one_line(proc)
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

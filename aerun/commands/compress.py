@@ -11,6 +11,7 @@ compression.md and rate_distortion.png in this command's own run directory.
 from __future__ import annotations
 
 import logging
+import math
 
 from omegaconf import DictConfig
 
@@ -70,11 +71,15 @@ def rate_distortion_rows(cfg) -> tuple[list[dict], str]:
     encode, decode = model_codec(model, cfg.batch_size)
     bits = list(cfg.compress.bits)
     rows = rate_distortion(encode, decode, test, bits, train_codes)
+    title = f"{type(model).__name__} (latent {model.latent_dim}) on {dataset.name} test ({len(test)} images)"
     if "pca" in cfg.compress.baselines:
-        rows += pca_rate_distortion(dataset.train.images, test, model.latent_dim, bits)
+        # PCA has at most min(pixels, training images) components: a wider code is compared with all of them
+        k = min(model.latent_dim, math.prod(dataset.image_shape), len(dataset.train.images))
+        rows += pca_rate_distortion(dataset.train.images, test, k, bits)
+        if k < model.latent_dim:
+            title += f"; PCA capped at {k} components, all it has"
     if "jpeg" in cfg.compress.baselines:
         rows += jpeg_matched(test, [r["bpp"] for r in rows if r["method"] == "autoencoder"])
-    title = f"{type(model).__name__} (latent {model.latent_dim}) on {dataset.name} test ({len(test)} images)"
     return rows, title
 
 
@@ -83,6 +88,8 @@ def format_table(rows: list[dict], title: str) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         bits = r.get("bits", f"q={r.get('quality')}")
+        if "target_bpp" in r:  # JPEG matched to an AE row's rate; on small images even q=1 is above it
+            bits += f" (for {r['target_bpp']:.3f} bpp{'' if r['target_reached'] else ', not reached: the closest quality'})"
         ideal = f"{r['bpp_entropy']:.4f}" if "bpp_entropy" in r else "-"
         lines.append(f"| {r['method']} | {bits} | {r['bpp']:.4f} | {ideal} | {r['psnr']:.2f} | {r['mse']:.5f} |")
     return "\n".join(lines)

@@ -6,6 +6,11 @@ import math
 
 import torch
 
+# A loss beyond this per image is divergence, though finite: aerun's losses are sums over an
+# image's pixels (at most ~100 nats a pixel for BCE, 1 for MSE) plus KL or penalty terms, so a
+# working run stays many orders of magnitude below it (a 3 x 256 x 256 image: ~2e7 at worst).
+EXPLODED = 1e10
+
 
 class EpochAccumulator:
     """Device-side sums of the loss terms over an epoch, and each step's values.
@@ -109,16 +114,23 @@ class EpochAccumulator:
         return out
 
     def nonfinite(self) -> tuple[int, list[str]] | None:
-        """(first step, terms) if any term went NaN/inf, else None; one device read (two when
-        something went bad: the history names the step)."""
+        """(first step, terms) if any term went NaN/inf, or the loss exploded (`EXPLODED`), else
+        None; one device read (two when something went bad: the history names the step)."""
         if self._first_step is None:
             return None
         flat = self._read()
         bad = [name for name in self._names if not all(math.isfinite(v) for v in flat[self._slices[name]])]
+        loss = self._slices.get("loss")
+        exploded = loss is not None and "loss" not in bad and abs(flat[loss][0]) > EXPLODED * max(1, self.images)
+        if exploded:
+            bad.append(f"loss (beyond {EXPLODED:.0e} an image)")
         if not bad:
             return None
-        finite_rows = torch.isfinite(self._history[:self._rows]).all(1)
-        first_bad = int((~finite_rows).nonzero()[0, 0]) if not bool(finite_rows.all()) else self._rows - 1
+        rows = self._history[:self._rows]
+        good_rows = torch.isfinite(rows).all(1)
+        if exploded:
+            good_rows &= rows[:, loss.start].abs() <= EXPLODED
+        first_bad = int((~good_rows).nonzero()[0, 0]) if not bool(good_rows.all()) else self._rows - 1
         return self._first_step + first_bad, bad
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -225,16 +225,23 @@ def check_finite(loop: Loop, accumulator: EpochAccumulator) -> None:
     bad = accumulator.nonfinite()
     if not loop.dist.enabled:
         if bad is not None:
-            raise diverged(loop, f"non-finite {', '.join(bad[1])} at step {bad[0]}")
+            raise diverged(loop, f"{describe(bad[1])} at step {bad[0]}")
         return
     first = distributed.first_bad_step(loop.dist, bad[0] if bad is not None else None)
     if first is None:
         return
     step, rank = first
-    terms = ", ".join(bad[1]) if bad is not None else "loss"
-    error = diverged(loop, f"non-finite {terms} at step {step}, first on rank {rank}")
+    error = diverged(loop, f"{describe(bad[1]) if bad is not None else 'non-finite loss'} at step {step}, "
+                           f"first on rank {rank}")
     error.quiet = not loop.dist.is_main
     raise error
+
+
+def describe(terms: list[str]) -> str:
+    """'non-finite loss, kl' or 'an exploding loss (beyond 1e+10 an image)'."""
+    exploding = [t for t in terms if t.startswith("loss (beyond")]
+    finite_words = [f"non-finite {', '.join(t for t in terms if t not in exploding)}"] if len(exploding) < len(terms) else []
+    return "; ".join(finite_words + [f"an exploding {t}" for t in exploding])
 
 
 def diverged(loop: Loop, what: str) -> DivergenceError:
