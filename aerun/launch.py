@@ -24,6 +24,7 @@ from aerun.precheck import CONFIG_DIR
 log = logging.getLogger("aerun.launch")
 PROG = "aerun"
 _fresh_dirs: set[str] = set()  # run directories this process created for a single run
+_made_parents: dict[str, list[Path]] = {}  # a fresh run directory -> the folders above it made for it
 
 
 class JobFailed(BaseException):
@@ -55,14 +56,26 @@ def claim_run_dir(base: str = "outputs", multirun: bool = False) -> str:
     for attempt in range(1000):
         path = parent if attempt == 0 else Path(f"{parent}-{attempt}")
         try:
+            missing = _missing_parents(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             if not multirun:
                 _fresh_dirs.add(str(path.resolve()))
+                _made_parents[str(path.resolve())] = missing
             return str(path)
         except FileExistsError:
             continue
     raise UserError(f"could not create a fresh run directory under {parent.parent}")
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first (what making it will make)."""
+    missing = []
+    for parent in path.resolve().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
 
 
 def refuse_a_file_in_the_path(path: Path, key: str) -> None:
@@ -97,6 +110,7 @@ def choose_run_dir(overrides: list[str], multirun: bool) -> list[str]:
         refuse_if_in_use(path)  # before Hydra writes its files there
     else:  # made for this run: removed again if the run never starts
         _fresh_dirs.add(str(path.resolve()))
+        _made_parents[str(path.resolve())] = _missing_parents(path)
     return overrides
 
 
@@ -178,6 +192,7 @@ def _forget_if_empty(job: Job) -> None:
     logging.shutdown()  # Hydra's log file lives in there
     shutil.rmtree(out, ignore_errors=True)
     _fresh_dirs.discard(str(out))
-    parent = out.parent
-    if parent.name[:2].isdigit() and parent.is_dir() and not any(parent.iterdir()):
+    for parent in _made_parents.pop(str(out), []):  # outputs/<date>, and outputs/ itself if this run made it
+        if not parent.is_dir() or any(parent.iterdir()):
+            break
         parent.rmdir()

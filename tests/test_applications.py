@@ -116,7 +116,7 @@ def test_an_rbm_is_scored_by_its_free_energy(data_root, tmp_path_factory, tmp_pa
 
 
 @pytest.mark.parametrize("extra, message", [
-    ((), "trained on every class"),
+    ((), "trained on all of its data"),
     (("anomaly.score=elbo",), "needs a model with a posterior"),
     (("anomaly.score=free_energy",), "needs an RBM"),
     (("anomaly.ood=mnist",), "the dataset the run was trained on"),
@@ -228,3 +228,14 @@ def test_compress_caps_the_pca_baseline_of_a_code_wider_than_the_image(trained_r
     assert "PCA capped at 448 components" in title and {"autoencoder", "pca", "jpeg"} == {r["method"] for r in rows}
     jpeg = next(r for r in rows if r["method"] == "jpeg")
     assert f"for {jpeg['target_bpp']:.3f} bpp" in format_table(rows, title)  # which AE rate the JPEG row matches
+
+
+def test_the_anomaly_advice_fits_the_run():
+    from aerun.commands.anomaly import protocol, score_names
+
+    cfg = compose("anomaly", ["run=.", "device=cpu"])
+    with pytest.raises(UserError, match="no class filter") as own:
+        protocol(cfg, {"name": "folder"})
+    assert "if its images have classes" in str(own.value)  # a flat folder has none to filter
+    with pytest.raises(UserError, match="use mse, bce, density, elbo, iw_nll"):  # a VAE's own scores named too
+        score_names("free_energy", "VAE", has_posterior=True)

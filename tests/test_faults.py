@@ -227,7 +227,10 @@ def test_an_error_found_after_start_up_leaves_no_run_folder(data_root, tmp_path)
     run is removed again, and `outputs/` holds nothing."""
     proc = run_aerun("train", *tiny_overrides(data_root, "data.val_size=100000"), cwd=tmp_path)
     assert proc.returncode == 2 and "leaves none for training" in one_line(proc)
-    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*"))
+    assert not (tmp_path / "outputs").exists()  # nor the outputs/ folder it had made for it
+    proc = run_aerun("train", *tiny_overrides(data_root, "data.val_size=100000"), f"hydra.run.dir={tmp_path}/a/b/run",
+                     cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "a").exists()
 
 
 def test_missing_data_and_missing_cuda_are_refused_before_a_folder_exists(tmp_path):

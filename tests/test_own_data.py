@@ -351,6 +351,11 @@ def test_a_pickle_or_a_missing_file_is_refused(tmp_path):
     with pytest.raises(UserError) as info:
         dataset_from_config({"name": "npz", "path": str(tmp_path / "p.npy"), "val_size": 0}, 0)
     one_line(info, "pickled Python objects", "can run code")
+    (tmp_path / "notes.npz").write_text("hello\n")  # numpy calls this a pickle too; it is not one
+    with pytest.raises(UserError) as info:
+        dataset_from_config({"name": "npz", "path": str(tmp_path / "notes.npz"), "val_size": 0}, 0)
+    one_line(info, "is not a .npz file", "np.savez")
+    assert "pickled" not in str(info.value)
     for path, expected in ((tmp_path / "nope.npz", "no such file"), (tmp_path, "is a folder")):
         with pytest.raises(UserError) as info:
             check_config_available({"name": "npz", "path": str(path)})

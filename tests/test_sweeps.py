@@ -106,6 +106,9 @@ def test_summarize_sort_by_and_its_errors(seed_sweep, tmp_path):
     assert [r["model.latent_dim"] for r in csv.DictReader(files["summary.csv"].splitlines())] == ["2", "2", "4", "4"]
     with pytest.raises(UserError, match=r"summarize.sort_by=nope: no such column; choose one of job, model.latent_dim"):
         build_summary(seed_sweep, sort_by="nope")
+    with pytest.raises(UserError, match=r"summarize.metrics: test/nosuch is in no job's metrics.json; the jobs have "
+                                        r".*test/mse"):  # a typo is named, not dropped
+        build_summary(seed_sweep, metrics=["val/loss", "test/nosuch"])
     proc = run_aerun("summarize", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2 and "no job directories" in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = run_aerun("summarize", str(tmp_path / "missing"), cwd=tmp_path)

@@ -79,12 +79,13 @@ def score_names(score: str, model_name: str, has_posterior: bool) -> list[str]:
     if score == "all":
         return ["mse", "bce", "density"] + (list(POSTERIOR_SCORES) if has_posterior else []) + \
             (["free_energy"] if is_rbm else [])
+    usable = ", ".join(["mse", "bce", "density", *(POSTERIOR_SCORES if has_posterior else [])])
     if score in POSTERIOR_SCORES and not has_posterior:
         raise UserError(f"anomaly.score={score}: needs a model with a posterior q(z|x) (a VAE); this run's "
-                        f"{model_name} has none: use mse, bce or density")
+                        f"{model_name} has none: use {usable}")
     if score == "free_energy" and not is_rbm:
         raise UserError(f"anomaly.score=free_energy: needs an RBM (model=rbm); this run's {model_name} has no free "
-                        f"energy: use mse, bce or density")
+                        f"energy: use {usable}")
     return [score]
 
 
@@ -96,9 +97,12 @@ def protocol(cfg, data: dict) -> str:
         chosen = "ood" if opts.ood is not None else "one_class" if include is not None else \
             "held_out" if exclude is not None else None
         if chosen is None:
-            raise UserError("anomaly: this run trained on every class, so no test class is an anomaly: train with "
-                            "data.include_classes=[k] (one-class) or data.exclude_classes=[...] (held-out), or "
-                            "pass anomaly.ood=<dataset, folder or .npz> (out-of-distribution)")
+            labelled = data.get("name") not in ("folder", "npz")  # own data may have no classes at all
+            raise UserError("anomaly: this run trained on all of its data (no class filter), so no test image is "
+                            "an anomaly: pass anomaly.ood=<dataset, folder or .npz> (out-of-distribution), or "
+                            + ("" if labelled else "if its images have classes (class folders, or labels in the "
+                                                   ".npz), ") +
+                            "train with data.include_classes=[k] (one-class) or data.exclude_classes=[...] (held-out)")
     if chosen != "ood" and opts.ood is not None:
         raise UserError(f"anomaly.ood={opts.ood}: only the ood protocol reads it (protocol is {chosen})")
     needs = {"one_class": ("include_classes", include), "held_out": ("exclude_classes", exclude)}

@@ -30,7 +30,10 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.compress.bits:
         raise UserError("compress.bits: give at least one number of bits per code dimension, e.g. [2,4,6,8]")
     for bits in cfg.compress.bits:
-        check_bits(bits)
+        try:
+            check_bits(bits)
+        except UserError as error:  # named as the user wrote it
+            raise UserError(f"compress.{error}") from None
     unknown = [b for b in cfg.compress.baselines if b not in BASELINES]
     if unknown:
         raise UserError(f"compress.baselines: unknown {', '.join(map(str, unknown))}; choose from {', '.join(BASELINES)}")

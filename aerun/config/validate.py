@@ -4,6 +4,7 @@ names the key, what was wrong and what is allowed. No torch import."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from enum import Enum
 from typing import Any
 
@@ -249,7 +250,8 @@ def _validate_data(d) -> None:
     noise_kind = enum_value(d.noise.kind)
     unused_unless(noise_kind != "none", d.noise, NoiseConfig(), "data.noise.", ("level",),
                   "data.noise.kind=none; choose data.noise.kind=gaussian, salt_pepper or masking")
-    check(d.noise.level >= 0, "data.noise.level", f"must be >= 0, got {d.noise.level}")
+    check(math.isfinite(d.noise.level) and d.noise.level >= 0, "data.noise.level",
+          f"must be a finite number >= 0, got {d.noise.level}")
     if noise_kind in ("salt_pepper", "masking", "watermark"):
         what = "an opacity" if noise_kind == "watermark" else "a probability"
         check(d.noise.level <= 1, "data.noise.level", f"is {what} for {noise_kind}: must be <= 1, got {d.noise.level}")

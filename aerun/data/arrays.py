@@ -25,6 +25,16 @@ def _reason(e: Exception) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """A pickle of protocol 2 or later starts with 0x80 and its protocol number."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def _open(path: Path):
     """np.load of a .npz (lazy NpzFile) or a .npy (memory-mapped), refusing pickles."""
     try:
@@ -32,9 +42,12 @@ def _open(path: Path):
             return cache.open_mapped(path)
         return np.load(path, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e) or "Python objects" in str(e):
+        if ("pickle" in str(e) or "Python objects" in str(e)) and _starts_like_a_pickle(path):
             raise UserError(f"{path} holds pickled Python objects, and unpickling a file can run code: aerun reads "
                             f"only numeric arrays (np.savez / np.save of uint8 or float arrays)") from None
+        if "pickle" in str(e):  # numpy calls anything that is neither a zip nor a .npy a pickle
+            raise UserError(f"{path} is not a {path.suffix} file (neither a zip archive of arrays nor a .npy "
+                            f"array): write it with np.savez(path, images=...) or np.save") from None
         raise UserError(f"{path} is not a readable {path.suffix} file: {_reason(e)}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable {path.suffix} file: {_reason(e)}") from None

@@ -52,7 +52,7 @@ def apply_noise(
     if not x.is_floating_point():
         raise TypeError(f"apply_noise needs a float tensor in [0, 1], got {x.dtype}")
     if not math.isfinite(level) or level < 0 or (kind != "gaussian" and level > 1):
-        limit = "a sigma >= 0" if kind == "gaussian" else "a probability in [0, 1]"
+        limit = "a finite sigma >= 0" if kind == "gaussian" else "a probability in [0, 1]"
         raise UserError(f"noise level {level} is invalid for {kind!r} noise: it must be {limit}")
     if kind == "watermark":
         from aerun.data.watermark import apply_watermark

@@ -115,7 +115,8 @@ def _sorted_jobs(jobs: list[Job], sort_by: str, descending: bool, direction: str
         ordered = sorted(jobs, key=Job.sort_key)
         return ordered[::-1] if descending else ordered
     if sort_by not in columns and sort_by.partition("/")[0] not in ("train", "val", "test"):
-        raise UserError(f"summarize.sort_by={sort_by}: no such column; choose one of {', '.join(columns)}")
+        raise UserError(f"summarize.sort_by={sort_by}: no such column; choose one of {', '.join(columns)}, "
+                        f"or any train/<metric>, val/<metric> or test/<metric>")
 
     def value(job: Job):
         if sort_by == "objective":
@@ -187,6 +188,13 @@ def _table(sweep_dir: Path, sort_by: str, descending: bool, metrics, direction: 
     objective_name = names.pop() if len(names) == 1 else None
     dirn = direction_of(objective_name or next(iter(names), None), direction)
     wanted = [m for m in (metrics or DEFAULT_METRICS) if any(_metric(j, m) is not None for j in jobs)]
+    finished = [j for j in jobs if j.metrics]
+    unknown = [m for m in (metrics or []) if m not in wanted]
+    if unknown and finished:  # asked for by name, yet in no finished job's metrics.json
+        have = sorted({f"{split}/{name}" for j in finished for split in ("train", "val", "test")
+                       for name, v in (j.metrics.get(split) or {}).items() if isinstance(v, (int, float))})
+        raise UserError(f"summarize.metrics: {', '.join(unknown)} is in no job's metrics.json; the jobs have "
+                        f"{', '.join(have)}")
     shown = [m for m in wanted if m != objective_name]
     stats = [s for s in STATS if any(_metric(j, s) is not None for j in jobs)]
     table = Table(sweep_dir, jobs, keys, varying, objective_name, dirn, wanted, shown, stats)
