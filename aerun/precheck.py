@@ -153,7 +153,8 @@ def _ambiguous(chain, command: str, overrides: list[str]) -> str:
             try:
                 from omegaconf import OmegaConf
 
-                is_list = OmegaConf.is_list(OmegaConf.select(compose(command, []), key))
+                others = [x for x in overrides if x != o and "," not in (ov.value_of(x) or "")]
+                is_list = OmegaConf.is_list(OmegaConf.select(compose(command, others), key))  # model=mlp_ae's hidden
             except Exception:  # noqa: BLE001 - best effort
                 is_list = False
             if is_list:

@@ -107,6 +107,8 @@ BAD_INPUTS = [
     (["trainer.max_epoch=3"], "did you mean trainer.max_epochs"),
     (["modle=vae"], "did you mean model"),
     (["model=cnn_ae", "model.hidden=[8]"], "model.hidden: unknown key"),
+    (["model=mlp_ae", "model.hidden=128,64"], "model.hidden is a list; write it in brackets"),  # the README's example
+    (["model.latent_dim=2,4"], "a comma-separated value is a sweep; add -m"),
     (["trainer.device=tpu"], "expected one of [auto, cpu, cuda]"),
     (["trainer.precision=64"], "trainer.precision"),
     (["trainer.device=cpu", "trainer.precision=16-mixed"], "16-mixed needs a CUDA device"),
