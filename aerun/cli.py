@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from aerun.signals import POLICY
 
     POLICY.install()
+    POLICY.pending = None  # a new command (tests call main() again in one process)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -128,7 +129,10 @@ def _run_command(command: str, args: list[str]) -> int:
     if not multirun and ov.last_value(overrides, "hparams_search") not in (None, "null"):
         flags, multirun = [*flags, "-m"], True  # a search (hparams_search=optuna) is always a sweep
     wants_help = any(f in HELP_FLAGS for f in flags)
-    module = importlib.import_module(module_name)
+    from aerun.signals import POLICY
+
+    with POLICY.deferred():  # the command's module imports torch (a C extension: see aerun.signals)
+        module = importlib.import_module(module_name)
     if wants_help and any(f in ("--help", "-h") for f in flags):
         from aerun.help import command_help
 

@@ -157,7 +157,12 @@ def run_task(module, cfg):
     hydra_cfg = HydraConfig.get()
     job = Job(Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
               hydra_cfg.mode.name == "MULTIRUN", hydra_cfg.job.get("num"))
+    from aerun.signals import POLICY
+
     try:
+        with POLICY.deferred():  # torch, if the command's module has not imported it yet (see aerun.signals)
+            import torch  # noqa: F401
+        POLICY.raise_pending()
         return module.run(cfg, job)
     except Interrupted:
         _forget_if_empty(job)

@@ -5,6 +5,12 @@ Outside the training loop a signal raises `Interrupted` at once: every file aeru
 written to a temp file and renamed, so stopping anywhere leaves whole files and the temp
 file is removed on the way out. Inside the loop (`graceful()`), the first signal only asks
 the loop to stop after the current step, so it can write `last.pt`; a second one stops at once.
+
+An exception raised inside a C extension's import can be swallowed there: torch's `import
+numpy` from C clears any error, so a Ctrl-C during `import torch` was lost and the run went on
+to the end. Such imports run `deferred()` (the signals blocked, then delivered once they are
+done), and a signal whose exception did not end the process is raised again on entering
+`graceful()` (`pending`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 class SignalPolicy:
     def __init__(self):
         self.received: int | None = None  # the first signal seen inside graceful()
+        self.pending: int | None = None  # a signal raised outside graceful(): the process should be ending
         self._graceful = 0
         self._installed = False
 
@@ -41,7 +48,26 @@ class SignalPolicy:
             log.warning("received %s: finishing the current step and writing a checkpoint "
                         "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
             return
+        self.pending = signum
         raise Interrupted(signum)
+
+    def raise_pending(self) -> None:
+        """Raise a signal whose Interrupted something swallowed (see the module's docstring)."""
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+    @contextmanager
+    def deferred(self):
+        """SIGINT/SIGTERM wait until the block is over (blocked, not lost): for imports of C
+        extensions, which may swallow the exception a handler raises inside them."""
+        main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+        if main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            yield
+        finally:
+            if main:  # a signal that came meanwhile is handled now, in Python code
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
     @property
     def stop_requested(self) -> bool:
@@ -51,6 +77,7 @@ class SignalPolicy:
     def graceful(self):
         """Within this block a first signal is a request (`stop_requested`), not an exception."""
         self.install()
+        self.raise_pending()
         self._graceful += 1
         try:
             yield self

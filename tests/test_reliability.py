@@ -247,3 +247,37 @@ def test_a_noise_stream_saved_on_another_kind_of_device_is_replaced_not_fatal(ca
     assert torch.equal(cpu.get_state(), fresh) and "another kind of device" in caplog.text
     other = noise_generator(torch.device("cpu"), 5, 3)
     assert restore_noise_state(cpu, other.get_state()) and torch.equal(cpu.get_state(), other.get_state())
+
+
+def test_a_signal_during_a_deferred_import_arrives_after_it_and_a_swallowed_one_is_raised_again():
+    """torch's C import of numpy clears any Python error, so a Ctrl-C raised inside `import torch`
+    was lost and the run trained to the end: such imports run deferred, and a swallowed signal is
+    raised again when the training loop starts."""
+    import os
+    import signal as sig
+
+    from aerun.errors import Interrupted
+    from aerun.signals import SignalPolicy
+
+    policy = SignalPolicy()
+    saved = {s: sig.getsignal(s) for s in (sig.SIGINT, sig.SIGTERM)}
+    try:
+        policy.install()
+        done = []
+        with pytest.raises(Interrupted) as stopped:
+            with policy.deferred():
+                os.kill(os.getpid(), sig.SIGTERM)
+                done.append("the import finished")  # not cut short inside the block
+        assert done and stopped.value.signum == sig.SIGTERM
+        try:  # a C extension swallowing the exception the handler raised
+            os.kill(os.getpid(), sig.SIGINT)
+            for _ in range(1000):
+                pass
+        except Interrupted:
+            pass
+        with pytest.raises(Interrupted):
+            with policy.graceful():
+                pass
+    finally:
+        for s, handler in saved.items():
+            sig.signal(s, handler)
