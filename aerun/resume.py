@@ -8,6 +8,7 @@ and logging options may change). A refused resume leaves the run exactly as it w
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from aerun import overrides as ov
@@ -45,7 +46,25 @@ def prepare_overrides(overrides: list[str]) -> list[str]:
 
         previous = ov.without([str(o) for o in OmegaConf.to_container(OmegaConf.load(saved))],
                               "hydra", "resume", "trainer.kill_at_step")  # kill_at_step: an old test hook
-    return previous + ov.without(overrides, "hydra.run.dir") + [f"hydra.run.dir={run}"]
+    return previous + _pinned_from_the_environment(run, previous + overrides) + \
+        ov.without(overrides, "hydra.run.dir") + [f"hydra.run.dir={run}"]
+
+
+def _pinned_from_the_environment(run: Path, given: list[str]) -> list[str]:
+    """data.root as the run resolved it (from $AERUN_DATA_ROOT, or the default `data`) when no
+    override names it: resuming without that variable, or with another, reads the same data."""
+    if ov.has(given, "data.root"):
+        return []
+    try:
+        from omegaconf import OmegaConf
+
+        root = OmegaConf.select(OmegaConf.load(run / "config.yaml"), "data.root")
+    except Exception:  # noqa: BLE001 - an older run without config.yaml: check() compares with last.pt
+        return []
+    if not isinstance(root, str) or not root:
+        return []
+    plain = re.fullmatch(r"[\w/.~:+-]+", root) and "'" not in root
+    return [f"data.root={root}" if plain else f"data.root='{root}'"]
 
 
 def check(cfg, run_dir: Path | None = None) -> None:

@@ -281,3 +281,17 @@ def test_a_signal_during_a_deferred_import_arrives_after_it_and_a_swallowed_one_
     finally:
         for s, handler in saved.items():
             sig.signal(s, handler)
+
+
+def test_a_run_trained_with_aerun_data_root_resumes_without_it(data_root, tmp_path):
+    """data.root came from $AERUN_DATA_ROOT, so it is in no saved override: the resume reads the
+    run's own value instead of refusing 'the config differs in data.root'."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(data_root) if not o.startswith("data.root=")]
+    proc = run_aerun("train", *overrides, f"hydra.run.dir={run_dir}", env={"AERUN_DATA_ROOT": str(data_root)})
+    assert proc.returncode == 0, proc.stderr
+    env = {k: v for k, v in os.environ.items() if k != "AERUN_DATA_ROOT"}
+    proc = subprocess.run([*AERUN, "train", f"resume={run_dir}", "trainer.max_epochs=2"], capture_output=True,
+                          text=True, timeout=240, env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
