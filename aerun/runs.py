@@ -314,7 +314,8 @@ def load_run(path, device="cpu", which: str = BEST, key: str = "run") -> LoadedR
 
     run = check_run_dir(path, key=key, need_checkpoint=WEIGHTS if which == BEST else which)
     if which == BEST and not (run / BEST).is_file():
-        log.warning("%s has no %s yet (the run stopped before its first epoch ended): using %s", run, BEST, LAST)
+        log.warning("%s has no %s (the run stopped before its first epoch ended, or the file was removed): "
+                    "using %s", run, BEST, LAST)
         which = LAST
     checkpoint = load_checkpoint(run / which, map_location=device)
     config = checkpoint.get("config") or read_run_config(run)

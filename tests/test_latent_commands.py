@@ -194,7 +194,8 @@ def test_a_run_stopped_before_its_first_best_checkpoint_uses_last(ae2, tmp_path)
         shutil.copy2(ae2 / name, early / name)
     proc = run_aerun("encode", str(early), f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 0, proc.stderr
-    assert "no best.pt yet" in proc.stdout + proc.stderr and "using last.pt" in proc.stdout + proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "no best.pt (the run stopped before its first epoch ended" in said and "using last.pt" in said
     assert (tmp_path / "out" / "codes.npz").is_file()
 
 
