@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit):
             raise
         return exits.report(exc)
+    finally:
+        POLICY.pending = None  # reported (or swallowed for good): not for the next command in this process
 
 
 def _run_command(command: str, args: list[str]) -> int:

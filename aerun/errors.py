@@ -25,6 +25,11 @@ class UserError(AerunError):
     exit_code = 2
 
 
+class ResumeRefused(UserError):
+    """A resume that does not fit the run: the run is left exactly as it was, its status too
+    (a sweep job marked failed would start afresh at the next resume, deleting its last.pt)."""
+
+
 class DivergenceError(UserError):
     """Training produced a non-finite loss; the message says where and what to try."""
 

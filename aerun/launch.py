@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aerun import overrides as ov
-from aerun.errors import Interrupted, UserError
+from aerun.errors import Interrupted, ResumeRefused, UserError
 from aerun.precheck import CONFIG_DIR
 
 log = logging.getLogger("aerun.launch")
@@ -160,8 +160,9 @@ def run_task(module, cfg):
     from aerun.signals import POLICY
 
     try:
-        with POLICY.deferred():  # torch, if the command's module has not imported it yet (see aerun.signals)
-            import torch  # noqa: F401
+        if getattr(module, "USES_TORCH", True):
+            with POLICY.deferred():  # torch, if the command's module has not imported it yet (see aerun.signals)
+                import torch  # noqa: F401
         POLICY.raise_pending()
         return module.run(cfg, job)
     except Interrupted:
@@ -181,6 +182,9 @@ def _job_failed(job: Job, exc: Exception) -> None:
     from aerun.sweeps.callback import record_failure
 
     code, line = exits.classify(exc)
+    if isinstance(exc, ResumeRefused):  # the job stays as it was: fix the cause and resume again
+        exits.say(f"job {job.num} not resumed: {line}")
+        return
     record_failure(job.out_dir, exc, line)
     if code == 2:
         exits.say(f"job {job.num} failed: {line}")
@@ -198,6 +202,9 @@ def _forget_if_empty(job: Job) -> None:
     shutil.rmtree(out, ignore_errors=True)
     _fresh_dirs.discard(str(out))
     for parent in _made_parents.pop(str(out), []):  # outputs/<date>, and outputs/ itself if this run made it
-        if not parent.is_dir() or any(parent.iterdir()):
+        try:
+            if any(parent.iterdir()):
+                break
+            parent.rmdir()
+        except OSError:  # gone, not ours to read, or just taken by another run: leave it
             break
-        parent.rmdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 from aerun import overrides as ov
 from aerun import runs
 from aerun.config import flatten
-from aerun.errors import UserError
+from aerun.errors import ResumeRefused, UserError
 
 log = logging.getLogger("aerun.resume")
 
@@ -53,18 +53,31 @@ def prepare_overrides(overrides: list[str]) -> list[str]:
 def _pinned_from_the_environment(run: Path, given: list[str]) -> list[str]:
     """data.root as the run resolved it (from $AERUN_DATA_ROOT, or the default `data`) when no
     override names it: resuming without that variable, or with another, reads the same data."""
+    root = environment_data_root(run, given)
+    return [] if root is None else [f"data.root={quoted(root)}"]
+
+
+def environment_data_root(run: Path, given: list[str]) -> str | None:
+    """The run's data.root if it came from $AERUN_DATA_ROOT or the default (a built-in dataset's
+    root, named by no override), else None."""
     if ov.has(given, "data.root"):
-        return []
+        return None
     try:
         from omegaconf import OmegaConf
 
-        root = OmegaConf.select(OmegaConf.load(run / "config.yaml"), "data.root")
+        data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))["data"]
     except Exception:  # noqa: BLE001 - an older run without config.yaml: check() compares with last.pt
-        return []
-    if not isinstance(root, str) or not root:
-        return []
-    plain = re.fullmatch(r"[\w/.~:+-]+", root) and "'" not in root
-    return [f"data.root={root}" if plain else f"data.root='{root}'"]
+        return None
+    if data.get("name") in ("folder", "npz") or not isinstance(data.get("root"), str) or not data["root"]:
+        return None  # own data: its root follows data.path, which the saved overrides name
+    return data["root"]
+
+
+def quoted(value: str) -> str:
+    """A Hydra override value that stays one string whatever it holds (~, spaces, quotes, é)."""
+    # Hydra: a backslash escapes only a quote, or the backslashes before one (and before the end)
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
 def check(cfg, run_dir: Path | None = None) -> None:
@@ -76,13 +89,13 @@ def check(cfg, run_dir: Path | None = None) -> None:
     plain = to_plain(cfg)
     resume_dir = runs.check_run_dir(plain["resume"], key="resume", need_checkpoint=runs.LAST)
     if run_dir is not None and resume_dir.resolve() != Path(run_dir).resolve():
-        raise UserError(f"resume={plain['resume']}: resuming writes into that run directory; "
-                        f"do not also set hydra.run.dir")
+        raise ResumeRefused(f"resume={plain['resume']}: resuming writes into that run directory; "
+                            f"do not also set hydra.run.dir")
     saved = runs.upgrade_config(load_checkpoint(resume_dir / runs.LAST, map_location="cpu")["config"])
     changed = config_differences(saved, plain)
     if changed:
-        raise UserError(f"resume: the config differs from the run's in {', '.join(changed)}; only "
-                        f"trainer.max_epochs and logging options may change on resume")
+        raise ResumeRefused(f"resume: the config differs from the run's in {', '.join(changed)}; only "
+                            f"trainer.max_epochs and logging options may change on resume")
 
 
 

@@ -61,13 +61,12 @@ class SignalPolicy:
         """SIGINT/SIGTERM wait until the block is over (blocked, not lost): for imports of C
         extensions, which may swallow the exception a handler raises inside them."""
         main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-        if main:
-            signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED) if main else None
         try:
             yield
         finally:
-            if main:  # a signal that came meanwhile is handled now, in Python code
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            if main:  # the mask as it was: a signal that came meanwhile is handled now, in Python code
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
     @property
     def stop_requested(self) -> bool:

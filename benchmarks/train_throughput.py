@@ -12,8 +12,8 @@ In one process, alternating the rows and repeating them, it measures images/s of
 for cnn_ae, linear_ae, vae and conv_vae on MNIST at batch 128, each in fp32, bf16 autocast,
 torch.compile, bf16 + compile, and (the convolutional ones) channels_last, alone and with each
 of those; 16-mixed too on CUDA. For the VAEs, row (a)'s loss is the model's own objective
-(reconstruction + KL, as a VAE tutorial writes it); for the AEs it is the tutorial's MSELoss. Every row times a fixed number of steps after its own warm-up (compilation
-excluded); the tables show medians over the repeats and the ratios (b)/(a) and (b)/(c).
+(reconstruction + KL, as a VAE tutorial writes it); for the AEs it is the tutorial's MSELoss.
+Every row times a fixed number of steps after its own warm-up (compilation excluded); the tables show medians over the repeats and the ratios (b)/(a) and (b)/(c).
 
 Other processes on the machine distort every number (on 2 cores, a busy neighbour can make
 a 2-thread torch step 10-30x slower). So before each cycle of rows the script waits (up to
@@ -113,7 +113,8 @@ def select(ids: list[str], patterns: list[str] | None) -> list[str]:
     if not patterns:
         return ids
     patterns = [p for arg in patterns for p in arg.split(",") if p]
-    chosen = list(dict.fromkeys(i for p in patterns for i in ids if fnmatch.fnmatch(i, p) or fnmatch.fnmatch(i, p + "/*")))
+    chosen = list(dict.fromkeys(i for p in patterns for i in ids
+                                if fnmatch.fnmatch(i, p) or fnmatch.fnmatch(i, p + "/*")))
     if not chosen:
         raise SystemExit(f"--rows {' '.join(patterns)}: no row matches; rows are:\n  " + "\n  ".join(ids))
     return chosen
@@ -647,14 +648,16 @@ def build_report(measured: dict, measured_process: dict, device, steps: int, min
                      "steps to break even |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for row_id, seconds in (setup_s or {}).items():
         model, variant, kind = row_id.split("/")
-        plain_id = f"{model}/{variant.replace('+compile', '').replace('compile', 'fp32')}/{kind}"
+        without = "+".join(part for part in variant.split("+") if part != "compile")
+        plain_id = f"{model}/{without if without in VARIANTS else 'fp32'}/{kind}"  # e.g. channels_last
         if "compile" not in variant or plain_id not in (setup_s or {}):
             continue
         fast, slow = median(results.get(row_id, [])), median(results.get(plain_id, []))
         ms = [128e3 / v if v else None for v in (fast, slow)]  # ms per step of 128 images
         gain = ms[1] - ms[0] if None not in ms else None
         extra = seconds - setup_s[plain_id]
-        even = f"{extra / gain * 1e3:,.0f}" if gain and gain > 0 else "never (no per-step gain)"
+        even = ("at once (no extra set-up)" if extra <= 0 else f"{extra / gain * 1e3:,.0f}") if gain and gain > 0 \
+            else "never (no per-step gain)"
         compile_lines.append(f"| {model} | {variant} | {kind} | {seconds:.1f} | {setup_s[plain_id]:.1f} | "
                              f"{fmt(ms[0], '.2f')} / {fmt(ms[1], '.2f')} | {even if gain is not None else '–'} |")
 

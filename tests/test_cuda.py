@@ -35,7 +35,7 @@ def test_every_family_trains_on_cuda(name, data_root, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16"])
-@pytest.mark.parametrize("name", ["cnn_ae", "vae", "vaegan", "stacked_rbm"])  # stacked_rbm: CD gradients by hand
+@pytest.mark.parametrize("name", ["cnn_ae", "vae", "vaegan", "stacked_rbm"])  # stacked_rbm: CD grads, scaled
 def test_mixed_precision_trains_on_cuda(name, precision, data_root, tmp_path):
     overrides = _on_cuda(data_root, *FAMILIES[name], *EPOCHS.get(name, []), f"trainer.precision={precision}")
     proc = run_aerun("train", *overrides, f"hydra.run.dir={tmp_path / 'run'}")

@@ -24,10 +24,12 @@ FAMILIES = {
     "sparse_ae": ["model=mlp_ae", "model.sparsity.kind=kl"],
     "vae": ["model=vae"], "conv_vae": ["model=conv_vae"], "cvae": ["model=vae", "model.conditional=true"],
     "svae": ["model=svae"], "svae_16": ["model=svae", "model.latent_dim=16"], "vaegan": ["model=vaegan"],
-    "stacked_greedy": ["model=stacked_ae", "model.pretrain=greedy"], "stacked_rbm": ["model=stacked_ae", "model.pretrain=rbm"],
-    "seq_ae_lstm": ["model=seq_ae", "model.cell=lstm"], "seq_ae_transformer": ["model=seq_ae", "model.cell=transformer"],
-    "seq_vae": ["model=seq_vae"], "rbm": ["model=rbm", "optim=sgd"], "rbm_pcd": ["model=rbm", "optim=sgd", "model.persistent=true"],
-    "dbn": ["model=dbn", "optim=sgd"],
+    "stacked_greedy": ["model=stacked_ae", "model.pretrain=greedy"],
+    "stacked_rbm": ["model=stacked_ae", "model.pretrain=rbm"],
+    "seq_ae_lstm": ["model=seq_ae", "model.cell=lstm"],
+    "seq_ae_transformer": ["model=seq_ae", "model.cell=transformer"],
+    "seq_vae": ["model=seq_vae"], "rbm": ["model=rbm", "optim=sgd"],
+    "rbm_pcd": ["model=rbm", "optim=sgd", "model.persistent=true"], "dbn": ["model=dbn", "optim=sgd"],
 }
 
 

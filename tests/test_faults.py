@@ -123,6 +123,16 @@ def test_sigterm_while_the_final_metrics_are_computed(data_root, tmp_path):
     assert status(run_dir)["status"] == "ok" and (run_dir / "metrics.json").is_file()
 
 
+def test_sigterm_during_the_last_epochs_validation_is_not_lost(data_root, tmp_path):
+    """Inside the loop a first signal is a request honoured at the next step; after the last
+    epoch's end there is no next step, so the request must stop the run there."""
+    run_dir = tmp_path / "run"
+    proc = train_with(data_root, run_dir, "SIGTERM@epoch_end#2")
+    assert proc.returncode == 143 and "stopped by SIGTERM" in one_line(proc), proc.stderr
+    assert status(run_dir)["status"] == "interrupted" and not (run_dir / "metrics.json").exists()
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2 and no_temp_files(run_dir)
+
+
 @pytest.mark.parametrize("point", ["startup", "data"])
 def test_a_signal_before_training_starts_leaves_no_folder(data_root, tmp_path, point):
     proc = run_aerun("train", *tiny_overrides(data_root, *SMOKE), cwd=tmp_path,
@@ -274,6 +284,7 @@ def test_a_run_directory_that_is_a_file_is_refused_in_one_line(data_root, tmp_pa
     for where, says in ((afile, "is a file"), (afile / "run", f"lies inside {afile}, which is a file")):
         proc = run_aerun("train", *tiny_overrides(data_root), f"hydra.run.dir={where}", cwd=tmp_path)
         assert proc.returncode == 2 and says in one_line(proc), proc.stderr
-    proc = run_aerun("train", "-m", *tiny_overrides(data_root), "seed=1,2", f"hydra.sweep.dir={afile / 's'}", cwd=tmp_path)
+    proc = run_aerun("train", "-m", *tiny_overrides(data_root), "seed=1,2", f"hydra.sweep.dir={afile / 's'}",
+                     cwd=tmp_path)
     assert proc.returncode == 2 and "hydra.sweep.dir" in one_line(proc)
     assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from aerun import runs
 from aerun.checkpoint import load_checkpoint, save_checkpoint
 from aerun.errors import UserError
 from tests.conftest import AERUN, REPO, run_aerun, tiny_overrides
@@ -295,3 +296,18 @@ def test_a_run_trained_with_aerun_data_root_resumes_without_it(data_root, tmp_pa
                           text=True, timeout=240, env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_refused_resume_leaves_a_sweep_job_as_it_was(tmp_path):
+    """Marked failed, the job would start afresh at the next resume and delete its last.pt."""
+    from aerun.errors import ResumeRefused
+    from aerun.launch import Job, _job_failed
+
+    job_dir = tmp_path / "3"
+    job_dir.mkdir()
+    runs.write_status(job_dir, "interrupted", reason="stopped by SIGTERM")
+    before = (job_dir / runs.STATUS).read_text()
+    _job_failed(Job(job_dir, [], True, 3), ResumeRefused("resume: the config differs from the run's in seed (0 -> 1)"))
+    assert (job_dir / runs.STATUS).read_text() == before
+    _job_failed(Job(job_dir, [], True, 3), UserError("optim.lr: must be > 0"))  # a real failure is still recorded
+    assert json.loads((job_dir / runs.STATUS).read_text())["status"] == "failed"

@@ -92,7 +92,8 @@ def format_table(rows: list[dict], title: str) -> str:
     for r in rows:
         bits = r.get("bits", f"q={r.get('quality')}")
         if "target_bpp" in r:  # JPEG matched to an AE row's rate; on small images even q=1 is above it
-            bits += f" (for {r['target_bpp']:.3f} bpp{'' if r['target_reached'] else ', not reached: the closest quality'})"
+            missed = "" if r["target_reached"] else ", not reached: the closest quality"
+            bits += f" (for {r['target_bpp']:.3f} bpp{missed})"
         ideal = f"{r['bpp_entropy']:.4f}" if "bpp_entropy" in r else "-"
         lines.append(f"| {r['method']} | {bits} | {r['bpp']:.4f} | {ideal} | {r['psnr']:.2f} | {r['mse']:.5f} |")
     return "\n".join(lines)

@@ -12,6 +12,8 @@ from aerun.config import enum_value
 from aerun.errors import UserError
 from aerun.sweeps.summary import SUMMARY_CSV, SUMMARY_MD, write_summary
 
+USES_TORCH = False  # reads CSV/JSON files only: launch skips importing torch for it
+
 log = logging.getLogger("aerun.summarize")
 
 

@@ -70,6 +70,9 @@ def run(cfg: DictConfig, job) -> float | None:
         if plan.skip:
             return plan.objective  # a finished job: its files stay as they are
         cfg.resume = plan.resume  # this job's own dir to continue its last.pt, or None
+        root = resume.environment_data_root(job.out_dir, job.overrides) if plan.resume else None
+        if root is not None:  # as the job resolved it ($AERUN_DATA_ROOT may be unset or other now)
+            cfg.data.root = root
     metrics = train(cfg, job.out_dir, overrides=job.overrides)
     return metrics["objective"]["value"]
 
@@ -81,6 +84,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, overrides: list[str] | No
                                          cfg.trainer.ddp_timeout_s)
     try:
         run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
+        if cfg.resume:  # before status.json is touched: a refused resume leaves the run as it was
+            resume.check(cfg, run_dir)
         if not ctx.is_main:  # other DDP ranks train, write nothing and say only what fails
             logging.getLogger("aerun").setLevel(logging.ERROR)
             return _train(cfg, run_dir, ctx, dist_device)

@@ -42,7 +42,7 @@ def _open(path: Path):
             return cache.open_mapped(path)
         return np.load(path, allow_pickle=False)
     except ValueError as e:
-        if ("pickle" in str(e) or "Python objects" in str(e)) and _starts_like_a_pickle(path):
+        if "Python objects" in str(e) or ("pickle" in str(e) and _starts_like_a_pickle(path)):
             raise UserError(f"{path} holds pickled Python objects, and unpickling a file can run code: aerun reads "
                             f"only numeric arrays (np.savez / np.save of uint8 or float arrays)") from None
         if "pickle" in str(e):  # numpy calls anything that is neither a zip nor a .npy a pickle

@@ -112,6 +112,10 @@ def fit(loop: Loop) -> None:
         train_means = accumulator.means()  # a device read: the epoch's steps are done
         loop.step_time_s += time.perf_counter() - started
         end_epoch(loop, train_means)
+    stopped = loop.stop_signal()
+    if stopped:  # asked during the last epoch's end (validation, checkpoints): last.pt is whole
+        loop.reporter.stopped(state, stopped)
+        raise Interrupted(stopped, f"after epoch {state.epoch}, step {state.global_step}")
 
 
 def train_one_epoch(loop: Loop, accumulator: EpochAccumulator) -> int:
@@ -231,8 +235,8 @@ def check_finite(loop: Loop, accumulator: EpochAccumulator) -> None:
     if first is None:
         return
     step, rank = first
-    error = diverged(loop, f"{describe(bad[1]) if bad is not None else 'non-finite loss'} at step {step}, "
-                           f"first on rank {rank}")
+    error = diverged(loop, f"{describe(bad[1]) if bad is not None else 'a non-finite or exploding loss'} at step "
+                           f"{step}, first on rank {rank}")
     error.quiet = not loop.dist.is_main
     raise error
 
@@ -240,8 +244,9 @@ def check_finite(loop: Loop, accumulator: EpochAccumulator) -> None:
 def describe(terms: list[str]) -> str:
     """'non-finite loss, kl' or 'an exploding loss (beyond 1e+10 an image)'."""
     exploding = [t for t in terms if t.startswith("loss (beyond")]
-    finite_words = [f"non-finite {', '.join(t for t in terms if t not in exploding)}"] if len(exploding) < len(terms) else []
-    return "; ".join(finite_words + [f"an exploding {t}" for t in exploding])
+    nonfinite = [t for t in terms if t not in exploding]
+    words = [f"non-finite {', '.join(nonfinite)}"] if nonfinite else []
+    return "; ".join(words + [f"an exploding {t}" for t in exploding])
 
 
 def diverged(loop: Loop, what: str) -> DivergenceError:
