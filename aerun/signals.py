@@ -8,9 +8,9 @@ the loop to stop after the current step, so it can write `last.pt`; a second one
 
 An exception raised inside a C extension's import can be swallowed there: torch's `import
 numpy` from C clears any error, so a Ctrl-C during `import torch` was lost and the run went on
-to the end. Such imports run `deferred()` (the signals blocked, then delivered once they are
-done), and a signal whose exception did not end the process is raised again on entering
-`graceful()` (`pending`).
+to the end. Such imports run `deferred()` (a signal is noted, not raised, and raised once
+they are done), and a signal whose exception did not end the process is raised again on
+entering `graceful()` (`pending`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class SignalPolicy:
     def __init__(self):
         self.received: int | None = None  # the first signal seen inside graceful()
         self.pending: int | None = None  # a signal raised outside graceful(): the process should be ending
+        self._deferring = 0
+        self._deferred: int | None = None  # the first signal that came during deferred()
         self._graceful = 0
         self._installed = False
 
@@ -43,6 +45,9 @@ class SignalPolicy:
         self._installed = True
 
     def _handle(self, signum, frame):
+        if self._deferring:
+            self._deferred = self._deferred or signum
+            return
         if self._graceful and self.received is None:
             self.received = signum
             log.warning("received %s: finishing the current step and writing a checkpoint "
@@ -58,15 +63,17 @@ class SignalPolicy:
 
     @contextmanager
     def deferred(self):
-        """SIGINT/SIGTERM wait until the block is over (blocked, not lost): for imports of C
-        extensions, which may swallow the exception a handler raises inside them."""
-        main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED) if main else None
+        """SIGINT/SIGTERM wait until the block is over (noted, not lost): for imports of C
+        extensions, which may swallow the exception a handler raises inside them. (Blocking the
+        signal would not do: the kernel hands it to another thread that does not block it.)"""
+        self._deferring += 1
         try:
             yield
         finally:
-            if main:  # the mask as it was: a signal that came meanwhile is handled now, in Python code
-                signal.pthread_sigmask(signal.SIG_SETMASK, before)
+            self._deferring -= 1
+            if not self._deferring and self._deferred is not None:
+                signum, self._deferred = self._deferred, None
+                self._handle(signum, None)  # raises Interrupted here, in our code (a request inside graceful)
 
     @property
     def stop_requested(self) -> bool:
