@@ -130,7 +130,7 @@ def _run_command(command: str, args: list[str]) -> int:
     flags, overrides, multirun = split_args(args)
     if not multirun and ov.last_value(overrides, "hparams_search") not in (None, "null"):
         flags, multirun = [*flags, "-m"], True  # a search (hparams_search=optuna) is always a sweep
-    wants_help = any(f in HELP_FLAGS for f in flags)
+    wants_help = any(f.split("=", 1)[0] in HELP_FLAGS for f in flags)  # --cfg job and --cfg=job alike
     from aerun.signals import POLICY
 
     with POLICY.deferred():  # the command's module imports torch (a C extension: see aerun.signals)
@@ -152,7 +152,7 @@ def _run_command(command: str, args: list[str]) -> int:
         return launch(command, module, flags, overrides + [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"])
     if not wants_help:
         check_config(command, overrides, multirun, getattr(module, "validate", None))
-        overrides = choose_run_dir(overrides, multirun)
+        overrides = choose_run_dir(overrides, multirun, keep_runs=getattr(module, "WRITES_A_RUN", False))
     return launch(command, module, flags, overrides)
 
 

@@ -23,6 +23,7 @@ from aerun.precheck import CONFIG_DIR
 
 log = logging.getLogger("aerun.launch")
 PROG = "aerun"
+STATUS_FILE = "status.json"  # aerun.runs.STATUS (not imported here: launch stays light)
 _fresh_dirs: set[str] = set()  # run directories this process created for a single run
 _made_parents: dict[str, list[Path]] = {}  # a fresh run directory -> the folders above it made for it
 
@@ -89,21 +90,30 @@ def refuse_a_file_in_the_path(path: Path, key: str) -> None:
             return
 
 
-def choose_run_dir(overrides: list[str], multirun: bool) -> list[str]:
-    """The overrides with a run (or sweep) directory; a single run's is claimed fresh."""
+def choose_run_dir(overrides: list[str], multirun: bool, keep_runs: bool = False) -> list[str]:
+    """The overrides with a run (or sweep) directory; a single run's is claimed fresh. With
+    `keep_runs` (train), a named folder that holds a run or a sweep already is refused unless
+    the command resumes it: training into it would overwrite its checkpoints."""
+    resuming = ov.last_value(overrides, "resume") not in (None, "null", "false", "False")
     if multirun:
         if not ov.has(overrides, "hydra.sweep.dir"):
             overrides = [*overrides, f"hydra.sweep.dir={claim_run_dir(multirun=True)}"]
         else:
             given = ov.last_value(overrides, "hydra.sweep.dir")
-            refuse_a_file_in_the_path(Path(str(ov.parsed_value(f"hydra.sweep.dir={given}"))).expanduser(),
-                                      "hydra.sweep.dir")
+            path = Path(str(ov.parsed_value(f"hydra.sweep.dir={given}"))).expanduser()
+            refuse_a_file_in_the_path(path, "hydra.sweep.dir")
+            if keep_runs and not resuming and path.is_dir() and any(path.glob(f"*/{STATUS_FILE}")):
+                raise UserError(f"hydra.sweep.dir={given}: holds a sweep already; continue it with resume=true (the "
+                                f"same sweep values), or name a new folder")
         return overrides
     given = ov.last_value(overrides, "hydra.run.dir")
     if given is None:
         return [*overrides, f"hydra.run.dir={claim_run_dir()}"]
     path = Path(str(ov.parsed_value(f"hydra.run.dir={given}"))).expanduser()
     refuse_a_file_in_the_path(path, "hydra.run.dir")
+    if keep_runs and not resuming and path.is_dir() and ((path / STATUS_FILE).is_file() or any(path.glob("*.pt"))):
+        raise UserError(f"hydra.run.dir={given}: holds a run already; continue it with aerun train resume={given}, "
+                        f"or name a new folder")
     if path.exists():
         from aerun.runs import refuse_if_in_use
 

@@ -288,3 +288,24 @@ def test_a_run_directory_that_is_a_file_is_refused_in_one_line(data_root, tmp_pa
                      cwd=tmp_path)
     assert proc.returncode == 2 and "hydra.sweep.dir" in one_line(proc)
     assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_training_into_a_folder_that_holds_a_run_or_a_sweep_is_refused(data_root, tmp_path):
+    """Re-running a command with the same hydra.run.dir would overwrite a finished run's best.pt."""
+    run_dir = tmp_path / "run"
+    assert run_aerun("train", *tiny_overrides(data_root), f"hydra.run.dir={run_dir}").returncode == 0
+    before = (run_dir / "best.pt").read_bytes()
+    proc = run_aerun("train", *tiny_overrides(data_root, "model=linear_ae"), f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and f"aerun train resume={run_dir}" in one_line(proc)
+    assert (run_dir / "best.pt").read_bytes() == before
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "status.json").write_text('{"status": "ok"}')
+    proc = run_aerun("train", "-m", *tiny_overrides(data_root), "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2 and "holds a sweep already" in one_line(proc)
+    assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+
+
+def test_cfg_job_with_an_equals_sign_writes_no_folder(tmp_path):
+    proc = run_aerun("train", "--cfg=job", cwd=tmp_path)
+    assert proc.returncode == 0 and "_target_" in proc.stdout and not (tmp_path / "outputs").exists()

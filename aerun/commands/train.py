@@ -22,6 +22,8 @@ from aerun.config import enum_value, to_plain, validate_train
 from aerun.errors import UserError
 from aerun.signals import POLICY
 
+WRITES_A_RUN = True  # a named hydra.run.dir that holds a run is refused unless resumed (launch)
+
 log = logging.getLogger("aerun.train")
 
 

@@ -69,7 +69,7 @@ class SequenceNetworks(nn.Module):
         if self.cell == "transformer":
             summary = self.encoder(self.embed(seq) + self.positions).mean(1)  # [B, H, d] -> [B, d]
         else:
-            _, state = self.encoder(seq)
+            _, state = recurrent(self.encoder, seq)
             summary = (state[0] if self.cell == "lstm" else state)[-1]  # the last layer's last hidden state
         return self.to_code(summary)
 
@@ -81,10 +81,22 @@ class SequenceNetworks(nn.Module):
         else:
             h0 = torch.tanh(self.from_code(z)).view(b, self.layers, self.hidden).transpose(0, 1).contiguous()
             state = (h0, torch.zeros_like(h0)) if self.cell == "lstm" else h0
-            out, _ = self.decoder(z[:, None].expand(b, self.steps, z.shape[1]).contiguous(), state)
+            out, _ = recurrent(self.decoder, z[:, None].expand(b, self.steps, z.shape[1]).contiguous(), state)
         rows = self.to_row(out)  # [B, H, C * W]
         c, h, w = self.shape
         return rows.view(b, h, c, w).permute(0, 2, 1, 3)  # -> [B, C, H, W]
+
+
+def recurrent(rnn: nn.Module, seq: torch.Tensor, state=None):
+    """An LSTM / GRU over `seq`. Under bf16 autocast on a CPU, oneDNN may have no recurrent kernel
+    for that CPU ("could not create a primitive descriptor for the LSTM forward propagation
+    primitive"): the recurrence then runs in float32, the layers around it still in bf16."""
+    if seq.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            if state is not None:
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            return rnn(seq.float(), state)
+    return rnn(seq, state)
 
 
 class SequenceAutoencoder(Autoencoder):
