@@ -111,13 +111,13 @@ def choose_run_dir(overrides: list[str], multirun: bool, keep_runs: bool = False
         return [*overrides, f"hydra.run.dir={claim_run_dir()}"]
     path = Path(str(ov.parsed_value(f"hydra.run.dir={given}"))).expanduser()
     refuse_a_file_in_the_path(path, "hydra.run.dir")
-    if keep_runs and not resuming and path.is_dir() and ((path / STATUS_FILE).is_file() or any(path.glob("*.pt"))):
-        raise UserError(f"hydra.run.dir={given}: holds a run already; continue it with aerun train resume={given}, "
-                        f"or name a new folder")
     if path.exists():
         from aerun.runs import refuse_if_in_use
 
         refuse_if_in_use(path)  # before Hydra writes its files there
+        if keep_runs and not resuming and path.is_dir() and ((path / STATUS_FILE).is_file() or any(path.glob("*.pt"))):
+            raise UserError(f"hydra.run.dir={given}: holds a run already; continue it with aerun train "
+                            f"resume={given}, or name a new folder")
     else:  # made for this run: removed again if the run never starts
         _fresh_dirs.add(str(path.resolve()))
         _made_parents[str(path.resolve())] = _missing_parents(path)
