@@ -122,7 +122,7 @@ EOF
 
 # A run trained on one device evaluates and resumes on the other; the GPU is hidden from the CPU side.
 cross_device() {
-    local on_gpu=$RUNS/trained_on_$DEVICE on_cpu=$RUNS/trained_on_cpu
+    local on_gpu=$RUNS/trained_on_device on_cpu=$RUNS/trained_on_cpu  # distinct when DEVICE=cpu too
     aerun train debug=smoke data.root="$DATA" trainer.device="$DEVICE" hydra.run.dir="$on_gpu" || return 1
     CUDA_VISIBLE_DEVICES= aerun evaluate run="$on_gpu" device=cpu hydra.run.dir="$RUNS/eval_gpu_run_on_cpu" || return 1
     same_test_mse "$on_gpu" "$RUNS/eval_gpu_run_on_cpu" || return 1
