@@ -147,8 +147,7 @@ def _build(plain: dict, run_dir: Path, ctx, dist_device, resources) -> Session:
     if ctx.is_main:
         warn_slow_precision(device, t["precision"])
     resume_state = None
-    if plain.get("resume"):
-        resume.check(OmegaConf.create(plain), run_dir)
+    if plain.get("resume"):  # train() has checked it against the run, before touching its status
         resume_state = load_checkpoint(run_dir / runs.LAST, map_location="cpu")
     faults.at("startup")
     dataset = dataset_from_config(d, plain["seed"]).to(device)
